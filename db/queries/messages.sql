@@ -1,0 +1,76 @@
+-- name: insert_message
+INSERT INTO message_logs
+    (id, site_id, channel, recipient, subject, body, html, metadata, idempotency_key,
+     idempotency_fingerprint)
+VALUES (%(id)s, %(site_id)s, %(channel)s, %(recipient)s, %(subject)s, %(body)s, %(html)s, %(metadata)s,
+        %(idempotency_key)s, %(idempotency_fingerprint)s)
+ON CONFLICT (site_id, idempotency_key) DO NOTHING
+RETURNING id;
+
+-- name: insert_messages_bulk
+-- One statement for a whole batch: arrays in, one row per element out. Rows whose idempotency key was
+-- already used are skipped (and looked up by the caller).
+INSERT INTO message_logs
+    (id, site_id, channel, recipient, subject, body, html, metadata, idempotency_key,
+     idempotency_fingerprint)
+SELECT id, %(site_id)s, channel::channel, recipient, subject, body, html, metadata::jsonb,
+       idempotency_key, idempotency_fingerprint
+FROM unnest(%(ids)s::uuid[], %(channels)s::text[], %(recipients)s::text[], %(subjects)s::text[],
+            %(bodies)s::text[], %(htmls)s::text[], %(metadatas)s::text[], %(idempotency_keys)s::text[],
+            %(idempotency_fingerprints)s::text[])
+     AS t(id, channel, recipient, subject, body, html, metadata, idempotency_key,
+          idempotency_fingerprint)
+ON CONFLICT (site_id, idempotency_key) DO NOTHING
+RETURNING id;
+
+-- name: messages_by_idempotency_keys
+SELECT id, idempotency_key, idempotency_fingerprint, status::text, failure_code
+FROM message_logs WHERE site_id = %(site_id)s AND idempotency_key = ANY(%(idempotency_keys)s::text[]);
+
+-- name: mark_enqueue_failed
+UPDATE message_logs
+SET status = 'FAILED', failure_code = 'enqueue_failed', last_error = %(error)s
+WHERE id = ANY(%(ids)s::uuid[]) AND status = 'PENDING';
+
+-- name: reopen_enqueue_failed
+-- A client retrying with the same Idempotency-Key after a 503 gets its message enqueued again.
+UPDATE message_logs
+SET status = 'PENDING', failure_code = NULL, last_error = NULL
+WHERE id = %(id)s AND status = 'FAILED' AND failure_code = 'enqueue_failed'
+RETURNING id;
+
+-- name: message_payloads
+SELECT id, site_id, channel::text, recipient, subject, body, html, metadata, created_at
+FROM message_logs WHERE id = ANY(%(ids)s::uuid[]);
+
+-- name: message_for_site
+SELECT id, channel::text, recipient, subject, status::text, attempts, last_error, failure_code,
+       provider_message_id, idempotency_key, metadata, created_at, updated_at, sent_at
+FROM message_logs WHERE id = %(id)s AND site_id = %(site_id)s;
+
+-- name: list_messages_for_site
+-- Keyset pagination, newest first: (created_at, id) strictly below the cursor.
+SELECT id, channel::text, recipient, subject, status::text, attempts, last_error, failure_code,
+       provider_message_id, idempotency_key, metadata, created_at, updated_at, sent_at
+FROM message_logs
+WHERE site_id = %(site_id)s
+  AND (%(status)s::message_status IS NULL OR status = %(status)s::message_status)
+  AND (%(channel)s::channel IS NULL OR channel = %(channel)s::channel)
+  AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)
+  AND (%(cursor_created_at)s::timestamptz IS NULL
+       OR (created_at, id) < (%(cursor_created_at)s::timestamptz, %(cursor_id)s::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: claim_stuck_pending
+-- Rows PENDING for longer than the threshold: published again (a worker's claim makes a duplicate
+-- record harmless) and touched so the next sweep leaves them alone for another threshold.
+UPDATE message_logs SET updated_at = now()
+WHERE id IN (
+    SELECT id FROM message_logs
+    WHERE status = 'PENDING' AND updated_at < now() - make_interval(secs => %(older_than_s)s)
+    ORDER BY updated_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, site_id, channel::text, recipient, subject, body, html, metadata, created_at;

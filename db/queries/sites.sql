@@ -1,0 +1,42 @@
+-- name: insert_site
+INSERT INTO frappe_sites (id, site_name, site_url, key_lookup_id, key_hash)
+VALUES (%(id)s, %(site_name)s, %(site_url)s, %(key_lookup_id)s, %(key_hash)s)
+ON CONFLICT (site_name) DO NOTHING
+RETURNING id, site_name, site_url, status::text, enabled_channels::text[], rate_limit_per_minute,
+          key_created_at, created_at, updated_at;
+
+-- name: site_credentials_by_lookup_id
+SELECT id, site_name, status::text, key_hash, enabled_channels::text[], rate_limit_per_minute
+FROM frappe_sites WHERE key_lookup_id = %(key_lookup_id)s;
+
+-- name: site_by_id
+SELECT id, site_name, site_url, status::text, enabled_channels::text[], rate_limit_per_minute,
+       key_created_at, created_at, updated_at
+FROM frappe_sites WHERE id = %(id)s;
+
+-- name: site_by_name
+SELECT id, site_name, site_url, status::text, enabled_channels::text[], rate_limit_per_minute,
+       key_created_at, created_at, updated_at
+FROM frappe_sites WHERE site_name = %(site_name)s;
+
+-- name: list_sites
+SELECT id, site_name, site_url, status::text, enabled_channels::text[], rate_limit_per_minute,
+       key_created_at, created_at, updated_at
+FROM frappe_sites ORDER BY site_name;
+
+-- name: replace_site_key
+UPDATE frappe_sites
+SET key_lookup_id = %(key_lookup_id)s, key_hash = %(key_hash)s, key_created_at = now()
+WHERE id = %(id)s
+RETURNING key_created_at;
+
+-- name: update_site
+UPDATE frappe_sites SET
+    status = coalesce(%(status)s::site_status, status),
+    site_url = coalesce(%(site_url)s, site_url),
+    enabled_channels = coalesce(%(enabled_channels)s::channel[], enabled_channels),
+    rate_limit_per_minute = CASE WHEN %(set_rate_limit)s THEN %(rate_limit_per_minute)s
+                                 ELSE rate_limit_per_minute END
+WHERE site_name = %(site_name)s
+RETURNING id, site_name, site_url, status::text, enabled_channels::text[], rate_limit_per_minute,
+          key_created_at, created_at, updated_at;

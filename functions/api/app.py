@@ -1,0 +1,261 @@
+"""The REST API: routes, authentication, error mapping and the lifespan that owns pool and producer.
+
+Handlers only parse, call a service in ``lib``, and serialise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from functions.api.openapi import openapi_document
+from functions.api.settings import ApiSettings
+from lib import db, messages, site_metrics, sites
+from lib.auth import Authenticator, SiteIdentity
+from lib.errors import NotifyError, TooManyRequests, Unauthorized, Unavailable
+from lib.http import EXCEPTION_HANDLERS, RequestMetrics, healthz, metrics_endpoint, read_json
+from lib.kafka import Publisher
+from lib.ratelimit import TokenBucket
+from lib.validation import check_idempotency_key, parse_notification
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: ApiSettings
+    pool: Any
+    publisher: Publisher
+    auth: Authenticator
+    site_buckets: dict[Any, TokenBucket]
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+# --- authentication ---------------------------------------------------------------------------------
+
+
+def require_admin(request: Request) -> None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("admin routes need Authorization: Bearer <admin token>", code="admin_token_required")
+    expected = services(request).settings.admin_token.reveal()
+    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise Unauthorized("the admin token is not valid", code="invalid_admin_token")
+
+
+async def require_site(request: Request) -> SiteIdentity:
+    return await services(request).auth.authenticate(request.headers.get("x-site-key"))
+
+
+def take_site_quota(svc: Services, site: SiteIdentity, count: int) -> None:
+    """The optional per-site rate limit (messages per minute), enforced per API process."""
+    if site.rate_limit_per_minute is None:
+        return
+    bucket = svc.site_buckets.get(site.site_id)
+    if bucket is None or bucket.capacity != site.rate_limit_per_minute:
+        bucket = TokenBucket(site.rate_limit_per_minute / 60.0, burst=site.rate_limit_per_minute)
+        svc.site_buckets[site.site_id] = bucket
+    wait = bucket.try_take(count)
+    if wait:
+        raise TooManyRequests(
+            f"the site's limit of {site.rate_limit_per_minute} messages per minute is reached",
+            code="rate_limited",
+            retry_after_s=int(wait) + 1,
+        )
+
+
+# --- sites ------------------------------------------------------------------------------------------
+
+
+async def register_site(request: Request) -> Response:
+    require_admin(request)
+    svc = services(request)
+    data = await read_json(request, svc.settings.max_body_bytes)
+    if not isinstance(data, dict):
+        data = {"site_name": None}
+    name = sites.check_site_name(data.get("site_name"))
+    url = sites.check_site_url(data.get("site_url"))
+    return JSONResponse(await sites.register_site(svc.pool, name, url), status_code=201)
+
+
+async def rotate_key(request: Request) -> Response:
+    site = await require_site(request)
+    svc = services(request)
+    result = await sites.rotate_key(svc.pool, site.site_id)
+    svc.auth.forget_site(site.site_id)
+    return JSONResponse(result)
+
+
+async def site_me(request: Request) -> Response:
+    site = await require_site(request)
+    return JSONResponse(await sites.get_site(services(request).pool, site.site_id))
+
+
+async def admin_list_sites(request: Request) -> Response:
+    require_admin(request)
+    return JSONResponse({"items": await sites.list_sites(services(request).pool)})
+
+
+async def admin_site(request: Request) -> Response:
+    require_admin(request)
+    svc = services(request)
+    name = sites.check_site_name(request.path_params["site_name"])
+    if request.method == "GET":
+        return JSONResponse(await sites.get_site_by_name(svc.pool, name))
+    changes = sites.parse_site_changes(await read_json(request, svc.settings.max_body_bytes))
+    updated = await sites.update_site(svc.pool, name, changes)
+    svc.auth.forget_site(UUID(updated["site_id"]))
+    return JSONResponse(updated)
+
+
+# --- notifications ----------------------------------------------------------------------------------
+
+
+async def send_notification(request: Request) -> Response:
+    site = await require_site(request)
+    svc = services(request)
+    key = check_idempotency_key(request.headers.get("idempotency-key"))
+    req = parse_notification(await read_json(request, svc.settings.max_body_bytes), idempotency_key=key)
+    take_site_quota(svc, site, 1)
+    accepted = await messages.accept_one(svc.pool, svc.publisher, svc.settings.kafka, site, req)
+    headers = {"Idempotent-Replayed": "true"} if accepted.replayed else None
+    return JSONResponse({"message_id": str(accepted.message_id), "status": "PENDING"}, status_code=202, headers=headers)
+
+
+async def send_bulk(request: Request) -> Response:
+    site = await require_site(request)
+    svc = services(request)
+    data = await read_json(request, svc.settings.max_bulk_body_bytes)
+    items = data.get("items") if isinstance(data, dict) else None
+    take_site_quota(svc, site, len(items) if isinstance(items, list) else 1)
+    results = await messages.accept_bulk(svc.pool, svc.publisher, svc.settings.kafka, site, items)
+    accepted = sum(1 for r in results if r["status"] == "accepted")
+    return JSONResponse(
+        {"accepted": accepted, "rejected": len(results) - accepted, "results": results}, status_code=202
+    )
+
+
+async def get_notification(request: Request) -> Response:
+    site = await require_site(request)
+    message_id = messages.parse_message_id(request.path_params["message_id"])
+    return JSONResponse(await messages.get_message(services(request).pool, site, message_id))
+
+
+async def list_notifications(request: Request) -> Response:
+    site = await require_site(request)
+    filters = messages.parse_list_filters(dict(request.query_params))
+    return JSONResponse(await messages.list_messages(services(request).pool, site, filters))
+
+
+async def site_daily_metrics(request: Request) -> Response:
+    site = await require_site(request)
+    first, last, channel = site_metrics.parse_range(dict(request.query_params))
+    return JSONResponse(await site_metrics.daily_metrics(services(request).pool, site, first, last, channel))
+
+
+# --- probes -----------------------------------------------------------------------------------------
+
+
+async def readyz(request: Request) -> Response:
+    svc = services(request)
+    checks: dict[str, str] = {}
+    try:
+        async with db.unavailable_on_error(), svc.pool.connection(timeout=2.0) as conn:
+            await conn.execute("SELECT 1")
+        checks["postgres"] = "ok"
+    except NotifyError as exc:
+        checks["postgres"] = exc.message
+    try:
+        await svc.publisher.check_ready()
+        checks["kafka"] = "ok"
+    except Unavailable as exc:
+        checks["kafka"] = exc.message
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503
+    )
+
+
+async def openapi(_request: Request) -> Response:
+    return JSONResponse(openapi_document())
+
+
+ROUTES = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics_endpoint, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
+    Route("/api/v1/site/register", register_site, methods=["POST"]),
+    Route("/api/v1/site/rotate-key", rotate_key, methods=["POST"]),
+    Route("/api/v1/site/me", site_me, methods=["GET"]),
+    Route("/api/v1/admin/sites", admin_list_sites, methods=["GET"]),
+    Route("/api/v1/admin/sites/{site_name}", admin_site, methods=["GET", "PATCH"]),
+    Route("/api/v1/notifications/send", send_notification, methods=["POST"]),
+    Route("/api/v1/notifications/bulk", send_bulk, methods=["POST"]),
+    Route("/api/v1/notifications", list_notifications, methods=["GET"]),
+    Route("/api/v1/notifications/{message_id}", get_notification, methods=["GET"]),
+    Route("/api/v1/metrics", site_daily_metrics, methods=["GET"]),
+]
+
+
+async def sweep_stuck_pending(svc: Services) -> None:
+    """Re-publish messages whose enqueue never completed (a crash between insert and publish)."""
+    after = svc.settings.stuck_pending_after_s
+    while True:
+        await asyncio.sleep(min(60.0, max(1.0, after / 2)))
+        try:
+            await messages.republish_stuck(svc.pool, svc.publisher, svc.settings.kafka, older_than_s=after)
+        except NotifyError as exc:
+            log.warning("stuck-pending sweep failed", extra={"error": exc.message})
+
+
+def create_app(settings: ApiSettings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        pool = db.create_pool(settings.database, name="api")
+        await pool.open(wait=False)
+        publisher = Publisher(settings.kafka, **{"message.timeout.ms": settings.kafka_delivery_timeout_ms})
+        auth = Authenticator(
+            pool,
+            cache_ttl_s=settings.auth_cache_ttl_s,
+            negative_ttl_s=settings.auth_negative_ttl_s,
+            bcrypt_concurrency=settings.auth_bcrypt_concurrency,
+            failure_limit=settings.auth_failure_limit,
+            failure_window_s=settings.auth_failure_window_s,
+        )
+        svc = Services(settings, pool, publisher, auth, {})
+        app.state.services = svc
+        sweeper = asyncio.create_task(sweep_stuck_pending(svc)) if settings.stuck_pending_after_s > 0 else None
+        try:
+            yield
+        finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+            await asyncio.to_thread(publisher.close)
+            await pool.close()
+
+    return Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(RequestMetrics)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )

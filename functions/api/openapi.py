@@ -1,0 +1,409 @@
+"""The OpenAPI 3.1 description served at /openapi.json; a test keeps it in step with the routes."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+ERROR_CODES = {
+    400: ["invalid_json", "bad_request"],
+    401: ["missing_api_key", "invalid_api_key", "admin_token_required", "invalid_admin_token"],
+    403: ["site_suspended", "channel_disabled"],
+    404: ["not_found"],
+    405: ["method_not_allowed"],
+    409: ["site_exists", "idempotency_key_conflict", "idempotency_key_in_use"],
+    413: ["payload_too_large"],
+    415: ["unsupported_media_type"],
+    422: ["validation_failed"],
+    429: ["rate_limited", "auth_rate_limited"],
+    503: ["database_unavailable", "kafka_unavailable"],
+}
+_TIMESTAMP = {"type": "string", "format": "date-time"}
+_NULLABLE_STR = {"type": ["string", "null"]}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): _json(_ref("Error"), "error codes: " + ", ".join(ERROR_CODES[s])) for s in statuses}
+
+
+SITE_KEY: list[dict[str, list[str]]] = [{"SiteKey": []}]
+ADMIN: list[dict[str, list[str]]] = [{"AdminToken": []}]
+_SITE_ERRORS = (401, 403, 429, 503)
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string", "description": "stable machine-readable code"},
+                    "message": {"type": "string"},
+                    "details": {"description": "for validation errors: a list of {field, code, message}"},
+                },
+            }
+        },
+    },
+    "Notification": {
+        "type": "object",
+        "required": ["channel", "recipient", "body"],
+        "additionalProperties": False,
+        "properties": {
+            "channel": {"enum": ["email", "whatsapp"]},
+            "recipient": {
+                "type": "string",
+                "maxLength": 320,
+                "description": "an email address, or an E.164 number (+14155550123) for whatsapp",
+            },
+            "subject": {"type": "string", "maxLength": 998, "description": "required for email"},
+            "body": {"type": "string", "description": "text; at most 262144 characters (email) or 4096 (whatsapp)"},
+            "html": {"type": "string", "maxLength": 524288, "description": "email only"},
+            "metadata": {"type": "object", "description": "echoed back; at most 8 KiB as JSON"},
+            "idempotency_key": {
+                "type": "string",
+                "maxLength": 255,
+                "description": "bulk items only; /send takes the Idempotency-Key header",
+            },
+        },
+    },
+    "Accepted": {
+        "type": "object",
+        "required": ["message_id", "status"],
+        "properties": {"message_id": {"type": "string", "format": "uuid"}, "status": {"const": "PENDING"}},
+    },
+    "BulkResult": {
+        "type": "object",
+        "required": ["index", "status"],
+        "properties": {
+            "index": {"type": "integer"},
+            "status": {"enum": ["accepted", "rejected"]},
+            "message_id": {"type": "string", "format": "uuid"},
+            "replayed": {"type": "boolean"},
+            "error": {"$ref": "#/components/schemas/Error/properties/error"},
+        },
+    },
+    "Message": {
+        "type": "object",
+        "properties": {
+            "message_id": {"type": "string", "format": "uuid"},
+            "channel": {"enum": ["email", "whatsapp"]},
+            "recipient": {"type": "string"},
+            "subject": _NULLABLE_STR,
+            "status": {"enum": ["PENDING", "PROCESSING", "SENT", "FAILED", "DELIVERED", "BOUNCED", "READ"]},
+            "attempts": {"type": "integer"},
+            "last_error": _NULLABLE_STR,
+            "failure_code": _NULLABLE_STR,
+            "provider_message_id": _NULLABLE_STR,
+            "idempotency_key": _NULLABLE_STR,
+            "metadata": {"type": "object"},
+            "created_at": _TIMESTAMP,
+            "updated_at": _TIMESTAMP,
+            "sent_at": {"type": ["string", "null"]},
+        },
+    },
+    "Site": {
+        "type": "object",
+        "properties": {
+            "site_id": {"type": "string", "format": "uuid"},
+            "site_name": {"type": "string"},
+            "site_url": _NULLABLE_STR,
+            "status": {"enum": ["active", "suspended", "deactivated"]},
+            "enabled_channels": {"type": "array", "items": {"enum": ["email", "whatsapp"]}},
+            "rate_limit_per_minute": {"type": ["integer", "null"]},
+            "key_created_at": _TIMESTAMP,
+            "created_at": _TIMESTAMP,
+            "updated_at": _TIMESTAMP,
+        },
+    },
+    "SiteWithKey": {
+        "allOf": [
+            _ref("Site"),
+            {
+                "type": "object",
+                "required": ["api_key"],
+                "properties": {"api_key": {"type": "string", "description": "shown only in this response"}},
+            },
+        ]
+    },
+    "DailyMetrics": {
+        "type": "object",
+        "properties": {
+            "from": {"type": "string", "format": "date"},
+            "to": {"type": "string", "format": "date"},
+            "items": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "day": {"type": "string", "format": "date"},
+                        "channel": {"enum": ["email", "whatsapp"]},
+                        **{
+                            k: {"type": "integer"}
+                            for k in (
+                                "total",
+                                "pending",
+                                "processing",
+                                "sent",
+                                "failed",
+                                "delivered",
+                                "bounced",
+                                "read",
+                            )
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def _q(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema or {"type": "string"},
+    }
+
+
+PATHS: dict[str, Any] = {
+    "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json({"type": "object"}, "alive")}}},
+    "/readyz": {
+        "get": {
+            "summary": "Readiness: PostgreSQL and Kafka reachable",
+            "responses": {
+                "200": _json({"type": "object"}, "ready"),
+                "503": _json({"type": "object"}, "a dependency is down"),
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics",
+            "responses": {"200": {"description": "text exposition format", "content": {"text/plain": {}}}},
+        }
+    },
+    "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OpenAPI")}}},
+    "/api/v1/site/register": {
+        "post": {
+            "summary": "Register a site (admin); the API key is shown once",
+            "security": ADMIN,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["site_name"],
+                            "properties": {
+                                "site_name": {"type": "string", "pattern": "^[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?$"},
+                                "site_url": {"type": "string", "format": "uri"},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "201": _json(_ref("SiteWithKey"), "registered"),
+                **_errors(400, 401, 409, 413, 415, 422, 503),
+            },
+        }
+    },
+    "/api/v1/site/rotate-key": {
+        "post": {
+            "summary": "Replace the caller's key; the old one stops working",
+            "description": "Other API processes may accept the old key for up to AUTH_CACHE_TTL_SECONDS.",
+            "security": SITE_KEY,
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "site_id": {"type": "string"},
+                            "api_key": {"type": "string"},
+                            "key_created_at": _TIMESTAMP,
+                        },
+                    },
+                    "new key",
+                ),
+                **_errors(*_SITE_ERRORS),
+            },
+        }
+    },
+    "/api/v1/site/me": {
+        "get": {
+            "summary": "The caller's site",
+            "security": SITE_KEY,
+            "responses": {"200": _json(_ref("Site"), "the site"), **_errors(*_SITE_ERRORS)},
+        }
+    },
+    "/api/v1/admin/sites": {
+        "get": {
+            "summary": "Every site (admin)",
+            "security": ADMIN,
+            "responses": {
+                "200": _json(
+                    {"type": "object", "properties": {"items": {"type": "array", "items": _ref("Site")}}}, "sites"
+                ),
+                **_errors(401, 503),
+            },
+        }
+    },
+    "/api/v1/admin/sites/{site_name}": {
+        "parameters": [{"name": "site_name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "get": {
+            "summary": "One site (admin)",
+            "security": ADMIN,
+            "responses": {"200": _json(_ref("Site"), "the site"), **_errors(401, 404, 422, 503)},
+        },
+        "patch": {
+            "summary": "Suspend, reactivate or deactivate a site, or change its channels or rate limit (admin)",
+            "security": ADMIN,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                "status": {"enum": ["active", "suspended", "deactivated"]},
+                                "site_url": {"type": "string"},
+                                "enabled_channels": {"type": "array", "items": {"enum": ["email", "whatsapp"]}},
+                                "rate_limit_per_minute": {"type": ["integer", "null"], "minimum": 1},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {"200": _json(_ref("Site"), "updated"), **_errors(400, 401, 404, 413, 415, 422, 503)},
+        },
+    },
+    "/api/v1/notifications/send": {
+        "post": {
+            "summary": "Accept one notification: stored, published to Kafka, then 202",
+            "security": SITE_KEY,
+            "parameters": [
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string"},
+                    "description": "same key and body from the same site: the same message_id, nothing new",
+                }
+            ],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Notification")}}},
+            "responses": {
+                "202": _json(_ref("Accepted"), "accepted (header Idempotent-Replayed: true on a replay)"),
+                **_errors(400, 401, 403, 409, 413, 415, 422, 429, 503),
+            },
+        }
+    },
+    "/api/v1/notifications/bulk": {
+        "post": {
+            "summary": "Accept up to 1000 notifications, each validated on its own",
+            "security": SITE_KEY,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["items"],
+                            "properties": {"items": {"type": "array", "maxItems": 1000, "items": _ref("Notification")}},
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "202": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "accepted": {"type": "integer"},
+                            "rejected": {"type": "integer"},
+                            "results": {"type": "array", "items": _ref("BulkResult")},
+                        },
+                    },
+                    "one result per item",
+                ),
+                **_errors(400, 401, 403, 413, 415, 422, 429, 503),
+            },
+        }
+    },
+    "/api/v1/notifications": {
+        "get": {
+            "summary": "The caller's messages, newest first",
+            "security": SITE_KEY,
+            "parameters": [
+                _q("status", "filter by status"),
+                _q("channel", "email or whatsapp"),
+                _q("since", "ISO 8601 timestamp with zone"),
+                _q("limit", "1-200, default 50", {"type": "integer"}),
+                _q("cursor", "next_cursor of the previous page"),
+            ],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "items": {"type": "array", "items": _ref("Message")},
+                            "next_cursor": _NULLABLE_STR,
+                        },
+                    },
+                    "a page",
+                ),
+                **_errors(*_SITE_ERRORS, 422),
+            },
+        }
+    },
+    "/api/v1/notifications/{message_id}": {
+        "get": {
+            "summary": "One of the caller's messages (another site's is a 404)",
+            "security": SITE_KEY,
+            "parameters": [{"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _json(_ref("Message"), "the message"), **_errors(*_SITE_ERRORS, 404)},
+        }
+    },
+    "/api/v1/metrics": {
+        "get": {
+            "summary": "The caller's daily metrics (UTC days; default the last 30)",
+            "security": SITE_KEY,
+            "parameters": [_q("from", "YYYY-MM-DD"), _q("to", "YYYY-MM-DD"), _q("channel", "email or whatsapp")],
+            "responses": {"200": _json(_ref("DailyMetrics"), "per day and channel"), **_errors(*_SITE_ERRORS, 422)},
+        }
+    },
+}
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "notify",
+            "version": "1.0.0",
+            "description": "Multi-tenant notification gateway: email (SendGrid) and WhatsApp (WASender). "
+            'Every error is {"error": {"code", "message", "details"}}.',
+        },
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "SiteKey": {"type": "apiKey", "in": "header", "name": "X-Site-Key"},
+                "AdminToken": {"type": "http", "scheme": "bearer"},
+            },
+        },
+    }

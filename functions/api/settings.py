@@ -1,0 +1,48 @@
+"""The API's settings, read from the environment once at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from lib.settings import DatabaseSettings, Env, KafkaSettings, Secret
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    admin_token: Secret
+    database: DatabaseSettings
+    kafka: KafkaSettings
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "INFO"
+    max_body_bytes: int = 1024 * 1024
+    max_bulk_body_bytes: int = 16 * 1024 * 1024
+    auth_cache_ttl_s: float = 30.0
+    auth_negative_ttl_s: float = 5.0
+    auth_bcrypt_concurrency: int = 1
+    auth_failure_limit: int = 10
+    auth_failure_window_s: float = 60.0
+    kafka_delivery_timeout_ms: int = 10_000
+    stuck_pending_after_s: float = 300.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ApiSettings:
+        env = Env(environ)
+        return cls(
+            admin_token=env.secret("NOTIFY_ADMIN_TOKEN"),
+            database=DatabaseSettings.from_env(env),
+            kafka=KafkaSettings.from_env(env),
+            host=env.text("API_HOST", "127.0.0.1"),
+            port=env.integer("API_PORT", 8080, minimum=1),
+            log_level=env.text("LOG_LEVEL", "INFO"),
+            max_body_bytes=env.integer("API_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
+            max_bulk_body_bytes=env.integer("API_MAX_BULK_BODY_BYTES", 16 * 1024 * 1024, minimum=1024),
+            auth_cache_ttl_s=env.number("AUTH_CACHE_TTL_SECONDS", 30.0, minimum=0),
+            auth_negative_ttl_s=env.number("AUTH_NEGATIVE_TTL_SECONDS", 5.0, minimum=0),
+            auth_bcrypt_concurrency=env.integer("AUTH_BCRYPT_CONCURRENCY", 1, minimum=1),
+            auth_failure_limit=env.integer("AUTH_FAILURE_LIMIT", 10, minimum=1),
+            auth_failure_window_s=env.number("AUTH_FAILURE_WINDOW_SECONDS", 60.0, minimum=1),
+            kafka_delivery_timeout_ms=env.integer("KAFKA_DELIVERY_TIMEOUT_MS", 10_000, minimum=100),
+            stuck_pending_after_s=env.number("STUCK_PENDING_AFTER_SECONDS", 300.0, minimum=0),
+        )

@@ -1,0 +1,1 @@
+"""Shared code of notify's deployables: services, adapters to PostgreSQL and Kafka, settings helpers."""

@@ -1,0 +1,178 @@
+"""Authenticating sites by API key, cheaply and without letting wrong keys starve the right ones.
+
+- One indexed row per key (its lookup id), never a bcrypt per registered site.
+- Verified keys are cached in-process for ``cache_ttl_s``: a steady stream of requests costs a sha256
+  and a dict lookup. That TTL bounds how long a rotated or suspended key keeps working in *other*
+  processes; the process that rotates or suspends forgets the site at once.
+- bcrypt runs in a worker thread behind a semaphore, so it never blocks the event loop and never takes
+  every core; concurrent requests with the same uncached key share one verification.
+- Wrong keys are remembered for ``negative_ttl_s``; a lookup id with more than ``failure_limit`` failures in
+  ``failure_window_s`` gets 429 without any bcrypt until the window ends (cached right keys still pass).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from prometheus_client import Counter
+
+from lib import db, keys
+from lib.errors import Forbidden, TooManyRequests, Unauthorized
+
+AUTH_CACHE = Counter("notify_auth_cache_total", "API key checks by cache result", ["result"])
+AUTH_BCRYPT = Counter("notify_auth_bcrypt_total", "bcrypt verifications by outcome", ["outcome"])
+
+
+@dataclass(frozen=True)
+class SiteIdentity:
+    site_id: UUID
+    site_name: str
+    status: str
+    enabled_channels: tuple[str, ...]
+    rate_limit_per_minute: int | None
+
+
+@dataclass
+class _Entry:
+    digest: bytes
+    identity: SiteIdentity | None  # None: a remembered wrong key
+    expires_at: float
+
+
+class _BoundedCache:
+    def __init__(self, max_entries: int) -> None:
+        self._items: OrderedDict[bytes, _Entry] = OrderedDict()
+        self._max = max_entries
+
+    def get(self, digest: bytes, now: float) -> _Entry | None:
+        entry = self._items.get(digest)
+        if entry is None or not hmac.compare_digest(entry.digest, digest):
+            return None
+        if entry.expires_at <= now:
+            del self._items[digest]
+            return None
+        return entry
+
+    def put(self, entry: _Entry) -> None:
+        self._items[entry.digest] = entry
+        self._items.move_to_end(entry.digest)
+        while len(self._items) > self._max:
+            self._items.popitem(last=False)
+
+    def drop_site(self, site_id: UUID) -> None:
+        for digest in [d for d, e in self._items.items() if e.identity and e.identity.site_id == site_id]:
+            del self._items[digest]
+
+
+class Authenticator:
+    def __init__(
+        self,
+        pool: Any,
+        *,
+        cache_ttl_s: float = 30.0,
+        negative_ttl_s: float = 5.0,
+        max_entries: int = 10_000,
+        bcrypt_concurrency: int = 1,
+        failure_limit: int = 10,
+        failure_window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._pool = pool
+        self._cache = _BoundedCache(max_entries)
+        self._cache_ttl_s = cache_ttl_s
+        self._negative_ttl_s = negative_ttl_s
+        self._bcrypt_slots = asyncio.Semaphore(bcrypt_concurrency)
+        self._in_flight: dict[bytes, asyncio.Future[SiteIdentity | None]] = {}
+        self._failures: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._failure_limit = failure_limit
+        self._failure_window_s = failure_window_s
+        self._max_entries = max_entries
+        self._clock = clock
+
+    async def authenticate(self, presented: str | None) -> SiteIdentity:
+        key = keys.parse_key(presented)
+        now = self._clock()
+        entry = self._cache.get(key.digest, now)
+        if entry is not None:
+            AUTH_CACHE.labels("hit" if entry.identity else "negative_hit").inc()
+            return _admit(entry.identity)
+        AUTH_CACHE.labels("miss").inc()
+        self._refuse_if_throttled(key.lookup_id, now)
+        shared = self._in_flight.get(key.digest)
+        if shared is not None:
+            return _admit(await asyncio.shield(shared))
+        future: asyncio.Future[SiteIdentity | None] = asyncio.get_running_loop().create_future()
+        self._in_flight[key.digest] = future
+        try:
+            identity = await self._verify(key)
+            future.set_result(identity)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here, so a future nobody else awaited does not warn
+            raise
+        finally:
+            del self._in_flight[key.digest]
+        return _admit(identity)
+
+    def forget_site(self, site_id: UUID) -> None:
+        """Called after this process rotated or changed a site: its cached keys go at once."""
+        self._cache.drop_site(site_id)
+
+    async def _verify(self, key: keys.PresentedKey) -> SiteIdentity | None:
+        async with db.unavailable_on_error(), self._pool.connection() as conn:
+            cur = await conn.execute(db.query("site_credentials_by_lookup_id"), {"key_lookup_id": key.lookup_id})
+            row = await cur.fetchone()
+        identity: SiteIdentity | None = None
+        if row is not None:
+            async with self._bcrypt_slots:
+                ok = await asyncio.to_thread(keys.secret_matches, key.secret, row["key_hash"])
+            AUTH_BCRYPT.labels("match" if ok else "mismatch").inc()
+            if ok:
+                identity = SiteIdentity(
+                    row["id"],
+                    row["site_name"],
+                    row["status"],
+                    tuple(row["enabled_channels"]),
+                    row["rate_limit_per_minute"],
+                )
+        now = self._clock()
+        if identity is None:
+            self._record_failure(key.lookup_id, now)
+            self._cache.put(_Entry(key.digest, None, now + self._negative_ttl_s))
+        else:
+            self._cache.put(_Entry(key.digest, identity, now + self._cache_ttl_s))
+        return identity
+
+    def _refuse_if_throttled(self, lookup_id: str, now: float) -> None:
+        window = self._failures.get(lookup_id)
+        if window and now - window[0] < self._failure_window_s and window[1] >= self._failure_limit:
+            retry_after = int(self._failure_window_s - (now - window[0])) + 1
+            raise TooManyRequests(
+                "too many failed attempts with this key id; try again later",
+                code="auth_rate_limited",
+                retry_after_s=retry_after,
+            )
+
+    def _record_failure(self, lookup_id: str, now: float) -> None:
+        started, count = self._failures.get(lookup_id, (now, 0))
+        if now - started >= self._failure_window_s:
+            started, count = now, 0
+        self._failures[lookup_id] = (started, count + 1)
+        self._failures.move_to_end(lookup_id)
+        while len(self._failures) > self._max_entries:
+            self._failures.popitem(last=False)
+
+
+def _admit(identity: SiteIdentity | None) -> SiteIdentity:
+    if identity is None:
+        raise Unauthorized("the API key is not valid", code="invalid_api_key")
+    if identity.status != "active":
+        raise Forbidden(f"the site is {identity.status}", code="site_suspended")
+    return identity

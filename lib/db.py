@@ -1,0 +1,62 @@
+"""PostgreSQL access: the connection pool and the named queries kept in ``db/queries/*.sql``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import cache
+from pathlib import Path
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from lib.errors import Unavailable
+from lib.settings import DatabaseSettings
+
+DB_DIR = Path(__file__).resolve().parent.parent / "db"
+_NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+
+@cache
+def queries() -> dict[str, str]:
+    """Every named query: a ``-- name: x`` line starts query ``x``, which runs to the next name."""
+    found: dict[str, str] = {}
+    for path in sorted((DB_DIR / "queries").glob("*.sql")):
+        parts = _NAME_LINE.split(path.read_text())
+        for name, sql in zip(parts[1::2], parts[2::2], strict=True):
+            if name in found:
+                raise RuntimeError(f"query {name!r} is defined twice ({path.name})")
+            found[name] = sql.strip().rstrip(";")
+    return found
+
+
+def query(name: str) -> str:
+    return queries()[name]
+
+
+def create_pool(settings: DatabaseSettings, *, name: str) -> AsyncConnectionPool[psycopg.AsyncConnection[dict]]:  # type: ignore[type-arg]
+    return AsyncConnectionPool(
+        settings.url.reveal(),
+        min_size=settings.pool_min,
+        max_size=settings.pool_max,
+        kwargs={"autocommit": True, "row_factory": dict_row, "application_name": f"notify-{name}"},
+        name=name,
+        open=False,
+        timeout=10.0,
+    )
+
+
+Pool = AsyncConnectionPool
+
+
+@asynccontextmanager
+async def unavailable_on_error() -> AsyncIterator[None]:
+    """Turn a lost or refused database connection into the service's 503 error."""
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.errors.ConnectionTimeout) as exc:
+        raise Unavailable("the database is unavailable", code="database_unavailable") from exc
+    except TimeoutError as exc:  # the pool's wait for a free connection
+        raise Unavailable("the database is busy", code="database_unavailable") from exc

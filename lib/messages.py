@@ -1,0 +1,368 @@
+"""Accepting notifications (audit row, then Kafka) and reading them back, always within one site.
+
+A 202 means PostgreSQL has the row and Kafka has acknowledged the record. When Kafka refuses or times
+out, the row is marked FAILED with ``failure_code = enqueue_failed`` and the client gets a 503; a retry
+with the same Idempotency-Key re-opens and re-publishes that same message. A process that dies between
+the insert and the publish leaves a PENDING row: ``republish_stuck`` publishes such rows again after a
+threshold (a worker's atomic claim makes a duplicate record harmless).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+from psycopg.types.json import Jsonb
+
+from lib import db
+from lib.auth import SiteIdentity
+from lib.errors import Conflict, Forbidden, NotFound, NotifyError, Unavailable, ValidationFailed
+from lib.kafka import Publisher
+from lib.records import NotificationRecord
+from lib.settings import KafkaSettings
+from lib.validation import CHANNELS, MESSAGE_STATUSES, NotificationRequest, parse_notification
+
+log = logging.getLogger(__name__)
+
+ACCEPTED = Counter("notify_messages_accepted_total", "Messages accepted (202)", ["channel"])
+REJECTED = Counter("notify_messages_rejected_total", "Messages refused, by error code", ["code"])
+ENQUEUE_SECONDS = Histogram(
+    "notify_enqueue_seconds",
+    "Time from insert to Kafka acknowledgement",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+REPUBLISHED = Counter("notify_messages_republished_total", "Stuck PENDING messages published again")
+MAX_BULK_ITEMS = 1000
+
+
+@dataclass(frozen=True)
+class Accepted:
+    message_id: uuid.UUID
+    replayed: bool  # an earlier request with the same Idempotency-Key created it
+
+
+def _check_channel(site: SiteIdentity, channel: str) -> None:
+    if channel not in site.enabled_channels:
+        raise Forbidden(f"the {channel} channel is not enabled for this site", code="channel_disabled")
+
+
+def _row_params(message_id: uuid.UUID, site: SiteIdentity, req: NotificationRequest) -> dict[str, Any]:
+    return {
+        "id": message_id,
+        "site_id": site.site_id,
+        "channel": req.channel,
+        "recipient": req.recipient,
+        "subject": req.subject,
+        "body": req.body,
+        "html": req.html,
+        "metadata": Jsonb(req.metadata),
+        "idempotency_key": req.idempotency_key,
+        "idempotency_fingerprint": req.fingerprint() if req.idempotency_key else None,
+    }
+
+
+def _record(message_id: uuid.UUID, site: SiteIdentity, req: NotificationRequest, created_at: str) -> NotificationRecord:
+    return NotificationRecord(
+        message_id=str(message_id),
+        site_id=str(site.site_id),
+        channel=req.channel,
+        recipient=req.recipient,
+        body=req.body,
+        subject=req.subject,
+        html=req.html,
+        metadata=req.metadata,
+        created_at=created_at,
+    )
+
+
+def _wire(kafka: KafkaSettings, record: NotificationRecord) -> tuple[str, bytes, bytes]:
+    return kafka.topic(record.channel), record.key(), record.to_bytes()
+
+
+async def _publish_or_mark_failed(
+    pool: Any, publisher: Publisher, kafka: KafkaSettings, records: list[NotificationRecord]
+) -> None:
+    started = time.perf_counter()
+    try:
+        await publisher.publish([_wire(kafka, r) for r in records])
+    except Unavailable as exc:
+        ids = [uuid.UUID(r.message_id) for r in records]
+        async with db.unavailable_on_error(), pool.connection() as conn:
+            await conn.execute(db.query("mark_enqueue_failed"), {"ids": ids, "error": exc.message})
+        log.error("enqueue failed", extra={"count": len(ids), "error": exc.message})
+        raise
+    ENQUEUE_SECONDS.observe(time.perf_counter() - started)
+
+
+async def _existing_for_key(conn: Any, site: SiteIdentity, key: str) -> dict[str, Any]:
+    cur = await conn.execute(
+        db.query("messages_by_idempotency_keys"), {"site_id": site.site_id, "idempotency_keys": [key]}
+    )
+    row: dict[str, Any] | None = await cur.fetchone()
+    if row is None:  # the conflicting row vanished (deleted): treat as a transient conflict
+        raise Conflict("the idempotency key is being used by another request; retry", code="idempotency_key_in_use")
+    return row
+
+
+async def accept_one(
+    pool: Any, publisher: Publisher, kafka: KafkaSettings, site: SiteIdentity, req: NotificationRequest
+) -> Accepted:
+    _check_channel(site, req.channel)
+    message_id = uuid.uuid4()
+    async with db.unavailable_on_error(), pool.connection() as conn:
+        row = await (await conn.execute(db.query("insert_message"), _row_params(message_id, site, req))).fetchone()
+        if row is None:
+            assert req.idempotency_key is not None
+            existing = await _existing_for_key(conn, site, req.idempotency_key)
+            if existing["idempotency_fingerprint"] != req.fingerprint():
+                raise Conflict(
+                    "this Idempotency-Key was already used with a different request", code="idempotency_key_conflict"
+                )
+            reopened = None
+            if existing["failure_code"] == "enqueue_failed":
+                reopened = await (
+                    await conn.execute(db.query("reopen_enqueue_failed"), {"id": existing["id"]})
+                ).fetchone()
+            if reopened is None:
+                return Accepted(existing["id"], replayed=True)
+            message_id = existing["id"]
+    await _publish_or_mark_failed(pool, publisher, kafka, [_record(message_id, site, req, _now_iso())])
+    ACCEPTED.labels(req.channel).inc()
+    log.info(
+        "message accepted", extra={"message_id": str(message_id), "site_id": str(site.site_id), "channel": req.channel}
+    )
+    return Accepted(message_id, replayed=False)
+
+
+def _now_iso() -> str:
+    return datetime.now().astimezone().isoformat()
+
+
+def _item_error(exc: NotifyError) -> dict[str, Any]:
+    REJECTED.labels(exc.code).inc()
+    return {"status": "rejected", "error": exc.to_body()["error"]}
+
+
+async def accept_bulk(
+    pool: Any, publisher: Publisher, kafka: KafkaSettings, site: SiteIdentity, items: Any
+) -> list[dict[str, Any]]:
+    """Validate each item on its own; insert the valid ones in one statement and publish them as one batch."""
+    if not isinstance(items, list) or not items:
+        raise ValidationFailed(
+            "items must be a non-empty list",
+            details=[{"field": "items", "code": "wrong_type", "message": "expected a list"}],
+        )
+    if len(items) > MAX_BULK_ITEMS:
+        raise ValidationFailed(
+            f"at most {MAX_BULK_ITEMS} items per request",
+            details=[{"field": "items", "code": "too_many", "message": f"{len(items)} items"}],
+        )
+    results: list[dict[str, Any]] = [{} for _ in items]
+    valid: dict[int, tuple[uuid.UUID, NotificationRequest]] = {}
+    seen_keys: dict[str, int] = {}
+    for index, item in enumerate(items):
+        try:
+            req = parse_notification(item)
+            _check_channel(site, req.channel)
+            if req.idempotency_key is not None:
+                if req.idempotency_key in seen_keys:
+                    raise Conflict("idempotency_key repeated within this request", code="duplicate_idempotency_key")
+                seen_keys[req.idempotency_key] = index
+        except NotifyError as exc:
+            results[index] = {"index": index, **_item_error(exc)}
+            continue
+        valid[index] = (uuid.uuid4(), req)
+    inserted: set[uuid.UUID] = set()
+    existing: dict[str, dict[str, Any]] = {}
+    if valid:
+        rows = [_row_params(mid, site, req) for mid, req in valid.values()]
+        params = {
+            "site_id": site.site_id,
+            "ids": [r["id"] for r in rows],
+            "channels": [r["channel"] for r in rows],
+            "recipients": [r["recipient"] for r in rows],
+            "subjects": [r["subject"] for r in rows],
+            "bodies": [r["body"] for r in rows],
+            "htmls": [r["html"] for r in rows],
+            "metadatas": [json.dumps(r["metadata"].obj) for r in rows],
+            "idempotency_keys": [r["idempotency_key"] for r in rows],
+            "idempotency_fingerprints": [r["idempotency_fingerprint"] for r in rows],
+        }
+        async with db.unavailable_on_error(), pool.connection() as conn:
+            inserted = {
+                r["id"] for r in await (await conn.execute(db.query("insert_messages_bulk"), params)).fetchall()
+            }
+            skipped = [
+                req.idempotency_key for mid, req in valid.values() if mid not in inserted and req.idempotency_key
+            ]
+            if skipped:
+                cur = await conn.execute(
+                    db.query("messages_by_idempotency_keys"), {"site_id": site.site_id, "idempotency_keys": skipped}
+                )
+                existing = {r["idempotency_key"]: r for r in await cur.fetchall()}
+    created_at = _now_iso()
+    to_publish = [_record(mid, site, req, created_at) for mid, req in valid.values() if mid in inserted]
+    await _publish_or_mark_failed(pool, publisher, kafka, to_publish)
+    for index, (mid, req) in valid.items():
+        if mid in inserted:
+            ACCEPTED.labels(req.channel).inc()
+            results[index] = {"index": index, "status": "accepted", "message_id": str(mid)}
+            continue
+        prior = existing.get(req.idempotency_key or "")
+        if prior is None or prior["idempotency_fingerprint"] != req.fingerprint():
+            results[index] = {
+                "index": index,
+                **_item_error(
+                    Conflict(
+                        "this idempotency_key was already used with a different request",
+                        code="idempotency_key_conflict",
+                    )
+                ),
+            }
+        else:
+            results[index] = {"index": index, "status": "accepted", "message_id": str(prior["id"]), "replayed": True}
+    log.info("bulk accepted", extra={"site_id": str(site.site_id), "count": len(to_publish), "items": len(items)})
+    return results
+
+
+def public_message(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "message_id": str(row["id"]),
+        "channel": row["channel"],
+        "recipient": row["recipient"],
+        "subject": row["subject"],
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "last_error": row["last_error"],
+        "failure_code": row["failure_code"],
+        "provider_message_id": row["provider_message_id"],
+        "idempotency_key": row["idempotency_key"],
+        "metadata": row["metadata"],
+        "created_at": row["created_at"].isoformat(),
+        "updated_at": row["updated_at"].isoformat(),
+        "sent_at": row["sent_at"].isoformat() if row["sent_at"] else None,
+    }
+
+
+def parse_message_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise NotFound("no such message") from None
+
+
+async def get_message(pool: Any, site: SiteIdentity, message_id: uuid.UUID) -> dict[str, Any]:
+    async with db.unavailable_on_error(), pool.connection() as conn:
+        row = await (
+            await conn.execute(db.query("message_for_site"), {"id": message_id, "site_id": site.site_id})
+        ).fetchone()
+    if row is None:
+        raise NotFound("no such message")
+    return public_message(row)
+
+
+def encode_cursor(row: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(f"{row['created_at'].isoformat()}|{row['id']}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        created, ident = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(created), uuid.UUID(ident)
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationFailed(
+            "cursor is not valid",
+            details=[{"field": "cursor", "code": "invalid", "message": "use next_cursor from a previous page"}],
+        ) from None
+
+
+@dataclass(frozen=True)
+class ListFilters:
+    status: str | None = None
+    channel: str | None = None
+    since: datetime | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+def parse_list_filters(params: dict[str, str]) -> ListFilters:
+    problems = []
+    unknown = set(params) - {"status", "channel", "since", "limit", "cursor"}
+    problems += [
+        {"field": u, "code": "unknown_parameter", "message": f"unknown parameter {u!r}"} for u in sorted(unknown)
+    ]
+    status = params.get("status") or None
+    if status is not None and status not in MESSAGE_STATUSES:
+        problems.append(
+            {
+                "field": "status",
+                "code": "invalid_choice",
+                "message": f"status must be one of {', '.join(MESSAGE_STATUSES)}",
+            }
+        )
+    channel = params.get("channel") or None
+    if channel is not None and channel not in CHANNELS:
+        problems.append(
+            {"field": "channel", "code": "invalid_choice", "message": f"channel must be one of {', '.join(CHANNELS)}"}
+        )
+    since = None
+    if params.get("since"):
+        try:
+            since = datetime.fromisoformat(params["since"])
+            if since.tzinfo is None:
+                raise ValueError
+        except ValueError:
+            problems.append(
+                {"field": "since", "code": "invalid", "message": "since must be an ISO 8601 timestamp with a time zone"}
+            )
+    limit = 50
+    if params.get("limit"):
+        if not params["limit"].isdigit() or not 1 <= int(params["limit"]) <= 200:
+            problems.append({"field": "limit", "code": "invalid", "message": "limit must be an integer from 1 to 200"})
+        else:
+            limit = int(params["limit"])
+    if problems:
+        raise ValidationFailed("invalid query parameters", details=problems)
+    return ListFilters(status, channel, since, limit, params.get("cursor") or None)
+
+
+async def list_messages(pool: Any, site: SiteIdentity, filters: ListFilters) -> dict[str, Any]:
+    cursor_at, cursor_id = decode_cursor(filters.cursor) if filters.cursor else (None, None)
+    params = {
+        "site_id": site.site_id,
+        "status": filters.status,
+        "channel": filters.channel,
+        "since": filters.since,
+        "cursor_created_at": cursor_at,
+        "cursor_id": cursor_id,
+        "limit": filters.limit + 1,
+    }
+    async with db.unavailable_on_error(), pool.connection() as conn:
+        rows = await (await conn.execute(db.query("list_messages_for_site"), params)).fetchall()
+    page = rows[: filters.limit]
+    return {
+        "items": [public_message(r) for r in page],
+        "next_cursor": encode_cursor(page[-1]) if len(rows) > filters.limit else None,
+    }
+
+
+async def republish_stuck(
+    pool: Any, publisher: Publisher, kafka: KafkaSettings, *, older_than_s: float, limit: int = 500
+) -> int:
+    """Publish again the rows left PENDING longer than ``older_than_s``; return how many."""
+    async with db.unavailable_on_error(), pool.connection() as conn:
+        rows = await (
+            await conn.execute(db.query("claim_stuck_pending"), {"older_than_s": older_than_s, "limit": limit})
+        ).fetchall()
+    if rows:
+        await publisher.publish([_wire(kafka, NotificationRecord.from_row(r)) for r in rows])
+        REPUBLISHED.inc(len(rows))
+        log.warning("republished stuck pending messages", extra={"count": len(rows)})
+    return len(rows)

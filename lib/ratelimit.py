@@ -1,0 +1,36 @@
+"""A token bucket: the per-site request limit in the API and the per-provider send rate in workers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+class TokenBucket:
+    def __init__(self, rate_per_s: float, burst: float | None = None, clock: Callable[[], float] = time.monotonic):
+        if rate_per_s <= 0:
+            raise ValueError("rate_per_s must be positive")
+        self.rate = rate_per_s
+        self.capacity = burst if burst is not None else max(1.0, rate_per_s)
+        self._tokens = self.capacity
+        self._clock = clock
+        self._updated = clock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+
+    def try_take(self, count: float = 1.0) -> float:
+        """Take ``count`` tokens: 0.0 when granted, else the seconds until they are available."""
+        self._refill()
+        if self._tokens >= count:
+            self._tokens -= count
+            return 0.0
+        return (count - self._tokens) / self.rate
+
+    def reserve(self) -> float:
+        """Take one token now or in the future; return how long the caller must wait for it."""
+        self._refill()
+        self._tokens -= 1.0
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate

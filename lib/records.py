@@ -1,0 +1,54 @@
+"""The Kafka record of a notification: what the API publishes and the channel workers consume."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+WIRE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class NotificationRecord:
+    message_id: str
+    site_id: str
+    channel: str
+    recipient: str
+    body: str
+    subject: str | None = None
+    html: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: str = ""
+    v: int = WIRE_VERSION
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> NotificationRecord:
+        created: datetime | str = row.get("created_at") or ""
+        return cls(
+            message_id=str(row["id"]),
+            site_id=str(row["site_id"]),
+            channel=row["channel"],
+            recipient=row["recipient"],
+            body=row["body"],
+            subject=row.get("subject"),
+            html=row.get("html"),
+            metadata=row.get("metadata") or {},
+            created_at=created.isoformat() if isinstance(created, datetime) else created,
+        )
+
+    def key(self) -> bytes:
+        return self.message_id.encode()
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> NotificationRecord:
+        data = json.loads(raw)
+        if not isinstance(data, dict) or data.get("v") != WIRE_VERSION:
+            raise ValueError("not a notification record of a known version")
+        UUID(data["message_id"])
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})

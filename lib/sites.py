@@ -1,0 +1,135 @@
+"""Registering sites and managing their keys and settings."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from typing import Any
+
+from lib import db, keys
+from lib.errors import Conflict, NotFound, ValidationFailed
+from lib.validation import CHANNELS
+
+SITE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?$")
+SITE_STATUSES = ("active", "suspended", "deactivated")
+
+
+def _problem(field: str, code: str, message: str) -> ValidationFailed:
+    return ValidationFailed("the request is not valid", details=[{"field": field, "code": code, "message": message}])
+
+
+def check_site_name(value: Any) -> str:
+    if not isinstance(value, str) or not SITE_NAME.match(value):
+        raise _problem(
+            "site_name", "invalid", "site_name must be 1-253 lowercase letters, digits, dots or hyphens (a host name)"
+        )
+    return value
+
+
+def check_site_url(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+(/\S*)?$", value) or len(value) > 2048:
+        raise _problem("site_url", "invalid", "site_url must be an http(s) URL")
+    return value
+
+
+def public_site(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "site_id": str(row["id"]),
+        "site_name": row["site_name"],
+        "site_url": row["site_url"],
+        "status": row["status"],
+        "enabled_channels": list(row["enabled_channels"]),
+        "rate_limit_per_minute": row["rate_limit_per_minute"],
+        "key_created_at": row["key_created_at"].isoformat(),
+        "created_at": row["created_at"].isoformat(),
+        "updated_at": row["updated_at"].isoformat(),
+    }
+
+
+async def register_site(
+    pool: Any, site_name: str, site_url: str | None, *, rounds: int = keys.BCRYPT_ROUNDS
+) -> dict[str, Any]:
+    """Create a site and its first key. The plain key is in the result and nowhere else, ever."""
+    issued = await asyncio.to_thread(keys.issue_key, rounds)
+    params = {
+        "id": uuid.uuid4(),
+        "site_name": site_name,
+        "site_url": site_url,
+        "key_lookup_id": issued.lookup_id,
+        "key_hash": issued.secret_hash,
+    }
+    async with db.unavailable_on_error(), pool.connection() as conn:
+        row = await (await conn.execute(db.query("insert_site"), params)).fetchone()
+    if row is None:
+        raise Conflict(f"a site named {site_name!r} is already registered", code="site_exists")
+    return {**public_site(row), "api_key": issued.plain}
+
+
+async def rotate_key(pool: Any, site_id: uuid.UUID, *, rounds: int = keys.BCRYPT_ROUNDS) -> dict[str, Any]:
+    issued = await asyncio.to_thread(keys.issue_key, rounds)
+    params = {"id": site_id, "key_lookup_id": issued.lookup_id, "key_hash": issued.secret_hash}
+    async with db.unavailable_on_error(), pool.connection() as conn:
+        row = await (await conn.execute(db.query("replace_site_key"), params)).fetchone()
+    if row is None:
+        raise NotFound("the site does not exist")
+    return {"site_id": str(site_id), "api_key": issued.plain, "key_created_at": row["key_created_at"].isoformat()}
+
+
+async def get_site(pool: Any, site_id: uuid.UUID) -> dict[str, Any]:
+    async with db.unavailable_on_error(), pool.connection() as conn:
+        row = await (await conn.execute(db.query("site_by_id"), {"id": site_id})).fetchone()
+    if row is None:
+        raise NotFound("the site does not exist")
+    return public_site(row)
+
+
+async def get_site_by_name(pool: Any, site_name: str) -> dict[str, Any]:
+    async with db.unavailable_on_error(), pool.connection() as conn:
+        row = await (await conn.execute(db.query("site_by_name"), {"site_name": site_name})).fetchone()
+    if row is None:
+        raise NotFound(f"no site named {site_name!r}")
+    return public_site(row)
+
+
+async def list_sites(pool: Any) -> list[dict[str, Any]]:
+    async with db.unavailable_on_error(), pool.connection() as conn:
+        rows = await (await conn.execute(db.query("list_sites"))).fetchall()
+    return [public_site(r) for r in rows]
+
+
+def parse_site_changes(data: Any) -> dict[str, Any]:
+    """Validate an admin PATCH body: status, site_url, enabled_channels, rate_limit_per_minute."""
+    if not isinstance(data, dict):
+        raise _problem("", "wrong_type", "expected an object")
+    unknown = set(data) - {"status", "site_url", "enabled_channels", "rate_limit_per_minute"}
+    if unknown:
+        raise _problem(sorted(unknown)[0], "unknown_field", f"unknown field {sorted(unknown)[0]!r}")
+    status = data.get("status")
+    if status is not None and status not in SITE_STATUSES:
+        raise _problem("status", "invalid_choice", f"status must be one of {', '.join(SITE_STATUSES)}")
+    channels = data.get("enabled_channels")
+    if channels is not None and (not isinstance(channels, list) or not set(channels) <= set(CHANNELS)):
+        raise _problem(
+            "enabled_channels", "invalid_choice", f"enabled_channels must be a list of {', '.join(CHANNELS)}"
+        )
+    limit = data.get("rate_limit_per_minute")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise _problem("rate_limit_per_minute", "invalid", "rate_limit_per_minute must be a positive integer or null")
+    return {
+        "status": status,
+        "site_url": check_site_url(data.get("site_url")),
+        "enabled_channels": sorted(set(channels)) if channels is not None else None,
+        "set_rate_limit": "rate_limit_per_minute" in data,
+        "rate_limit_per_minute": limit,
+    }
+
+
+async def update_site(pool: Any, site_name: str, changes: dict[str, Any]) -> dict[str, Any]:
+    async with db.unavailable_on_error(), pool.connection() as conn:
+        row = await (await conn.execute(db.query("update_site"), {**changes, "site_name": site_name})).fetchone()
+    if row is None:
+        raise NotFound(f"no site named {site_name!r}")
+    return public_site(row)

@@ -1,0 +1,136 @@
+"""Validating a notification request: every problem is reported, each with its field and a stable code."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from lib.errors import ValidationFailed
+
+CHANNELS = ("email", "whatsapp")
+MESSAGE_STATUSES = ("PENDING", "PROCESSING", "SENT", "FAILED", "DELIVERED", "BOUNCED", "READ")
+LIMITS = {
+    "recipient": 320,
+    "subject": 998,  # RFC 5322's line limit
+    "email_body": 256 * 1024,
+    "whatsapp_body": 4096,  # WhatsApp's own text limit
+    "html": 512 * 1024,
+    "metadata_bytes": 8 * 1024,
+    "idempotency_key": 255,
+}
+_ALLOWED_FIELDS = {"channel", "recipient", "subject", "body", "html", "metadata", "idempotency_key"}
+# Pragmatic address check: one @, no spaces, a dotted domain of letters/digits/hyphens.
+_EMAIL = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+@dataclass(frozen=True)
+class NotificationRequest:
+    channel: str
+    recipient: str
+    body: str
+    subject: str | None = None
+    html: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
+
+    def fingerprint(self) -> str:
+        """What makes two requests with one idempotency key "the same request"."""
+        canonical = json.dumps(
+            [self.channel, self.recipient, self.subject, self.body, self.html, self.metadata],
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[dict[str, str]] = []
+
+    def add(self, field_name: str, code: str, message: str) -> None:
+        self.items.append({"field": field_name, "code": code, "message": message})
+
+
+def check_idempotency_key(value: Any, problems: _Problems | None = None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and _IDEMPOTENCY_KEY.match(value):
+        return value
+    message = "must be 1-255 printable ASCII characters without spaces"
+    if problems is None:
+        raise ValidationFailed(
+            "invalid Idempotency-Key", details=[{"field": "Idempotency-Key", "code": "invalid", "message": message}]
+        )
+    problems.add("idempotency_key", "invalid", message)
+    return None
+
+
+def _text(data: dict[str, Any], name: str, problems: _Problems, *, required: bool, limit: int) -> str | None:
+    value = data.get(name)
+    if value is None:
+        if required:
+            problems.add(name, "required", f"{name} is required")
+        return None
+    if not isinstance(value, str):
+        problems.add(name, "wrong_type", f"{name} must be a string")
+        return None
+    if required and not value.strip():
+        problems.add(name, "required", f"{name} must not be empty")
+        return None
+    if len(value) > limit:
+        problems.add(name, "too_long", f"{name} is longer than {limit} characters")
+        return None
+    return value
+
+
+def parse_notification(data: Any, *, idempotency_key: str | None = None) -> NotificationRequest:
+    """Validate one item; raise ValidationFailed listing every problem found."""
+    problems = _Problems()
+    if not isinstance(data, dict):
+        raise ValidationFailed(
+            "the notification must be a JSON object",
+            details=[{"field": "", "code": "wrong_type", "message": "expected an object"}],
+        )
+    for unknown in sorted(set(data) - _ALLOWED_FIELDS):
+        problems.add(unknown, "unknown_field", f"unknown field {unknown!r}")
+    channel = data.get("channel")
+    if channel not in CHANNELS:
+        problems.add(
+            "channel",
+            "invalid_choice" if channel is not None else "required",
+            f"channel must be one of {', '.join(CHANNELS)}",
+        )
+    recipient = _text(data, "recipient", problems, required=True, limit=LIMITS["recipient"])
+    if recipient is not None:
+        recipient = recipient.strip()
+        if channel == "email" and not _EMAIL.match(recipient):
+            problems.add("recipient", "invalid_email", "recipient must be a valid email address")
+        if channel == "whatsapp" and not _E164.match(recipient):
+            problems.add("recipient", "invalid_phone", "recipient must be an E.164 number such as +14155550123")
+    body_limit = LIMITS["whatsapp_body"] if channel == "whatsapp" else LIMITS["email_body"]
+    body = _text(data, "body", problems, required=True, limit=body_limit)
+    subject = _text(data, "subject", problems, required=channel == "email", limit=LIMITS["subject"])
+    if subject is not None and ("\r" in subject or "\n" in subject):
+        problems.add("subject", "invalid", "subject must be a single line")
+    html = _text(data, "html", problems, required=False, limit=LIMITS["html"])
+    if html is not None and channel == "whatsapp":
+        problems.add("html", "not_supported", "html is only for email")
+    metadata = data.get("metadata", {})
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        problems.add("metadata", "wrong_type", "metadata must be an object")
+    elif len(json.dumps(metadata)) > LIMITS["metadata_bytes"]:
+        problems.add("metadata", "too_large", f"metadata is larger than {LIMITS['metadata_bytes']} bytes")
+    item_key = check_idempotency_key(data.get("idempotency_key"), problems)
+    if problems.items:
+        raise ValidationFailed("the notification is not valid", details=problems.items)
+    assert recipient is not None and body is not None and isinstance(channel, str)
+    return NotificationRequest(channel, recipient, body, subject, html, metadata, idempotency_key or item_key)

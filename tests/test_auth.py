@@ -1,0 +1,120 @@
+"""Key checking against the real database: one row per key, caching, throttling of wrong keys."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from lib import db, keys, sites
+from lib.auth import AUTH_BCRYPT, Authenticator
+from lib.errors import Forbidden, TooManyRequests, Unauthorized
+from lib.settings import DatabaseSettings, Secret
+
+pytestmark = pytest.mark.anyio
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def bcrypt_count(outcome: str) -> float:
+    return AUTH_BCRYPT.labels(outcome)._value.get()
+
+
+@pytest.fixture
+async def pool(pg_dsn: str) -> AsyncIterator[AsyncConnectionPool]:  # type: ignore[type-arg]
+    async with db.create_pool(DatabaseSettings(url=Secret(pg_dsn)), name="test-auth") as opened:
+        yield opened
+
+
+async def new_site(pool: AsyncConnectionPool) -> dict:  # type: ignore[type-arg]
+    return await sites.register_site(pool, f"auth-{uuid.uuid4().hex[:8]}.example.com", None)
+
+
+def test_keys_round_trip() -> None:
+    issued = keys.issue_key(rounds=4)
+    presented = keys.parse_key(issued.plain)
+    assert presented.lookup_id == issued.lookup_id
+    assert keys.secret_matches(presented.secret, issued.secret_hash)
+    assert not keys.secret_matches(presented.secret + "x", issued.secret_hash)
+    assert issued.secret_hash.startswith("$2b$04$") and presented.secret not in issued.secret_hash
+    assert keys.hash_secret("s").startswith("$2b$12$")  # production rounds
+    for bad in (None, "", "nfy_short", issued.plain.replace("nfy_", "xyz_"), issued.plain + "!"):
+        with pytest.raises(Unauthorized):
+            keys.parse_key(bad)
+
+
+async def test_a_verified_key_is_cached_until_its_ttl(pool: AsyncConnectionPool) -> None:  # type: ignore[type-arg]
+    site = await new_site(pool)
+    clock = Clock()
+    auth = Authenticator(pool, cache_ttl_s=30, clock=clock)
+    before = bcrypt_count("match")
+    identities = await asyncio.gather(*(auth.authenticate(site["api_key"]) for _ in range(20)))
+    assert {str(i.site_id) for i in identities} == {site["site_id"]}
+    assert bcrypt_count("match") - before == 1  # concurrent first requests share one bcrypt
+    clock.now += 29
+    await auth.authenticate(site["api_key"])
+    assert bcrypt_count("match") - before == 1
+    clock.now += 2  # past the TTL: checked again
+    await auth.authenticate(site["api_key"])
+    assert bcrypt_count("match") - before == 2
+
+
+async def test_suspension_and_rotation_take_effect_within_the_ttl(pool: AsyncConnectionPool) -> None:  # type: ignore[type-arg]
+    site = await new_site(pool)
+    clock = Clock()
+    other_process = Authenticator(pool, cache_ttl_s=30, clock=clock)
+    await other_process.authenticate(site["api_key"])
+    await sites.update_site(pool, site["site_name"], sites.parse_site_changes({"status": "suspended"}))
+    await other_process.authenticate(site["api_key"])  # still cached: the documented bound
+    clock.now += 31
+    with pytest.raises(Forbidden):
+        await other_process.authenticate(site["api_key"])
+    rotated = await sites.rotate_key(pool, uuid.UUID(site["site_id"]))
+    await sites.update_site(pool, site["site_name"], sites.parse_site_changes({"status": "active"}))
+    clock.now += 31
+    with pytest.raises(Unauthorized):
+        await other_process.authenticate(site["api_key"])
+    assert str((await other_process.authenticate(rotated["api_key"])).site_id) == site["site_id"]
+
+
+async def test_wrong_keys_are_remembered_and_throttled(pool: AsyncConnectionPool) -> None:  # type: ignore[type-arg]
+    site = await new_site(pool)
+    lookup_id = keys.parse_key(site["api_key"]).lookup_id
+    clock = Clock()
+    auth = Authenticator(pool, negative_ttl_s=5, failure_limit=3, failure_window_s=60, clock=clock)
+    await auth.authenticate(site["api_key"])  # the right key, cached
+    before = bcrypt_count("mismatch")
+    wrong = [f"nfy_{lookup_id}_{uuid.uuid4().hex}{uuid.uuid4().hex[:11]}" for _ in range(5)]
+    for key in wrong[:3]:
+        with pytest.raises(Unauthorized):
+            await auth.authenticate(key)
+    with pytest.raises(Unauthorized):  # a repeat of a remembered wrong key costs no bcrypt
+        await auth.authenticate(wrong[0])
+    assert bcrypt_count("mismatch") - before == 3
+    with pytest.raises(TooManyRequests) as throttled:
+        await auth.authenticate(wrong[3])
+    assert throttled.value.code == "auth_rate_limited"
+    assert bcrypt_count("mismatch") - before == 3
+    await auth.authenticate(site["api_key"])  # the cached right key still passes
+    clock.now += 61
+    with pytest.raises(Unauthorized):
+        await auth.authenticate(wrong[4])
+    assert bcrypt_count("mismatch") - before == 4
+
+
+async def test_unknown_lookup_ids_cost_no_bcrypt(pool: AsyncConnectionPool) -> None:  # type: ignore[type-arg]
+    auth = Authenticator(pool)
+    before = bcrypt_count("mismatch") + bcrypt_count("match")
+    for _ in range(5):
+        with pytest.raises(Unauthorized):
+            await auth.authenticate(keys.issue_key(rounds=4).plain)
+    assert bcrypt_count("mismatch") + bcrypt_count("match") == before
