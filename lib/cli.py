@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lib.errors import NotifyError
 from lib.kafka import ensure_topics
 from lib.migrate import migrate
 from lib.settings import ConfigError, DatabaseSettings, Env, KafkaSettings
@@ -22,6 +23,33 @@ def _create_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from lib import db, replay
+    from lib.kafka import Publisher
+
+    which = replay.parse_replay_filter(
+        {"message_id": args.message_id, "site_name": args.site, "since": args.since, "channel": args.channel}
+    )
+    env = Env()
+
+    async def run() -> list[str]:
+        kafka = KafkaSettings.from_env(env)
+        publisher = Publisher(kafka)
+        try:
+            async with db.create_pool(DatabaseSettings.from_env(env), name="cli") as pool:
+                return await replay.replay(pool, publisher, kafka, which)
+        finally:
+            publisher.close()
+
+    replayed = asyncio.run(run())
+    print(f"replayed {len(replayed)} message(s)")
+    for message_id in replayed:
+        print(message_id)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="notify", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -30,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("--partitions", type=int, default=6)
     topics.add_argument("--replication", type=int, default=1)
     topics.set_defaults(run=_create_topics)
+    again = commands.add_parser("replay", help="re-enqueue dead-lettered (FAILED) messages")
+    again.add_argument("--message-id")
+    again.add_argument("--site", help="every FAILED message of this site (site_name)")
+    again.add_argument("--since", help="FAILED since this ISO 8601 timestamp (with zone)")
+    again.add_argument("--channel", choices=["email", "whatsapp"])
+    again.set_defaults(run=_replay)
     return parser
 
 
@@ -40,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except NotifyError as exc:
+        print(f"{exc.code}: {exc.message}" + (f" {exc.details}" if exc.details else ""), file=sys.stderr)
+        return 1
     return code
 
 

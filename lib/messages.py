@@ -86,9 +86,12 @@ def _wire(kafka: KafkaSettings, record: NotificationRecord) -> tuple[str, bytes,
     return kafka.topic(record.channel), record.key(), record.to_bytes()
 
 
-async def _publish_or_mark_failed(
+async def publish_or_mark_failed(
     pool: Any, publisher: Publisher, kafka: KafkaSettings, records: list[NotificationRecord]
 ) -> None:
+    """Publish; if Kafka refuses, mark the rows FAILED (enqueue_failed) so none stays PENDING, and re-raise."""
+    if not records:
+        return
     started = time.perf_counter()
     try:
         await publisher.publish([_wire(kafka, r) for r in records])
@@ -133,7 +136,7 @@ async def accept_one(
             if reopened is None:
                 return Accepted(existing["id"], replayed=True)
             message_id = existing["id"]
-    await _publish_or_mark_failed(pool, publisher, kafka, [_record(message_id, site, req, _now_iso())])
+    await publish_or_mark_failed(pool, publisher, kafka, [_record(message_id, site, req, _now_iso())])
     ACCEPTED.labels(req.channel).inc()
     log.info(
         "message accepted", extra={"message_id": str(message_id), "site_id": str(site.site_id), "channel": req.channel}
@@ -209,7 +212,7 @@ async def accept_bulk(
                 existing = {r["idempotency_key"]: r for r in await cur.fetchall()}
     created_at = _now_iso()
     to_publish = [_record(mid, site, req, created_at) for mid, req in valid.values() if mid in inserted]
-    await _publish_or_mark_failed(pool, publisher, kafka, to_publish)
+    await publish_or_mark_failed(pool, publisher, kafka, to_publish)
     for index, (mid, req) in valid.items():
         if mid in inserted:
             ACCEPTED.labels(req.channel).inc()

@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from functions.api.openapi import openapi_document
 from functions.api.settings import ApiSettings
-from lib import db, messages, site_metrics, sites
+from lib import db, messages, replay, site_metrics, sites
 from lib.auth import Authenticator, SiteIdentity
 from lib.errors import NotifyError, TooManyRequests, Unauthorized, Unavailable
 from lib.http import EXCEPTION_HANDLERS, RequestMetrics, healthz, metrics_endpoint, read_json
@@ -125,6 +125,14 @@ async def admin_site(request: Request) -> Response:
     return JSONResponse(updated)
 
 
+async def admin_replay(request: Request) -> Response:
+    require_admin(request)
+    svc = services(request)
+    which = replay.parse_replay_filter(await read_json(request, svc.settings.max_body_bytes))
+    replayed = await replay.replay(svc.pool, svc.publisher, svc.settings.kafka, which)
+    return JSONResponse({"replayed": len(replayed), "message_ids": replayed}, status_code=202)
+
+
 # --- notifications ----------------------------------------------------------------------------------
 
 
@@ -207,6 +215,7 @@ ROUTES = [
     Route("/api/v1/site/me", site_me, methods=["GET"]),
     Route("/api/v1/admin/sites", admin_list_sites, methods=["GET"]),
     Route("/api/v1/admin/sites/{site_name}", admin_site, methods=["GET", "PATCH"]),
+    Route("/api/v1/admin/replay", admin_replay, methods=["POST"]),
     Route("/api/v1/notifications/send", send_notification, methods=["POST"]),
     Route("/api/v1/notifications/bulk", send_bulk, methods=["POST"]),
     Route("/api/v1/notifications", list_notifications, methods=["GET"]),

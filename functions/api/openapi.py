@@ -291,6 +291,44 @@ PATHS: dict[str, Any] = {
             "responses": {"200": _json(_ref("Site"), "updated"), **_errors(400, 401, 404, 413, 415, 422, 503)},
         },
     },
+    "/api/v1/admin/replay": {
+        "post": {
+            "summary": "Re-enqueue dead-lettered (FAILED) messages: one id, a site's, or all since a time (admin)",
+            "description": "A replayed message keeps its id and history; attempt_errors gains a 'replayed' entry.",
+            "security": ADMIN,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "description": "at least one of message_id, site_name, since",
+                            "properties": {
+                                "message_id": {"type": "string", "format": "uuid"},
+                                "site_name": {"type": "string"},
+                                "since": {"type": "string", "format": "date-time"},
+                                "channel": {"enum": ["email", "whatsapp"]},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "202": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "replayed": {"type": "integer"},
+                            "message_ids": {"type": "array", "items": {"type": "string"}},
+                        },
+                    },
+                    "re-enqueued",
+                ),
+                **_errors(400, 401, 413, 415, 422, 503),
+            },
+        }
+    },
     "/api/v1/notifications/send": {
         "post": {
             "summary": "Accept one notification: stored, published to Kafka, then 202",

@@ -1,0 +1,1 @@
+"""The email channel worker: consumes the email topic and sends through SendGrid."""

@@ -1,0 +1,19 @@
+"""``python -m functions.whatsapp``: the WhatsApp worker (the same command runs in the image)."""
+
+from __future__ import annotations
+
+from functions.whatsapp.settings import WhatsAppWorkerSettings
+from lib.providers.wasender import WASenderProvider
+from lib.worker import run
+
+
+def main() -> None:
+    settings = WhatsAppWorkerSettings.from_env()
+    run(
+        settings.worker,
+        lambda w: WASenderProvider(settings.wasender, timeout_s=w.provider_timeout_s, max_connections=w.concurrency),
+    )
+
+
+if __name__ == "__main__":
+    main()

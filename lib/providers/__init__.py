@@ -1,0 +1,96 @@
+"""Provider adapters: each sends one message and answers with the provider's message id, or raises
+``DeliveryError`` saying whether trying again could help."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from lib.errors import NotifyError
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    message_id: str
+    site_id: str
+    recipient: str
+    body: str
+    subject: str | None = None
+    html: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class DeliveryError(NotifyError):
+    """A failed provider call. ``temporary``: worth retrying (timeouts, 5xx, 429)."""
+
+    def __init__(
+        self, message: str, *, code: str, temporary: bool, status: int | None = None, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.temporary = temporary
+        self.http_status = status
+        self.retry_after_s = retry_after_s
+
+
+class Provider(Protocol):
+    name: str
+
+    async def send(self, message: OutgoingMessage) -> str: ...
+
+    async def aclose(self) -> None: ...
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+# Permanent answers: the same request will never succeed. Everything 5xx, 408 and 429 is temporary.
+_PERMANENT_CODES = {
+    400: "provider_rejected",
+    401: "provider_auth_failed",
+    403: "provider_forbidden",
+    404: "provider_rejected",
+    413: "provider_payload_too_large",
+    422: "invalid_recipient",
+}
+
+
+def error_for_response(provider: str, response: httpx.Response, detail: str) -> DeliveryError:
+    status = response.status_code
+    message = f"{provider} answered {status}: {detail}"[:1000]
+    if status == 429:
+        return DeliveryError(
+            message,
+            code="provider_rate_limited",
+            temporary=True,
+            status=status,
+            retry_after_s=parse_retry_after(response.headers.get("retry-after")),
+        )
+    if status >= 500 or status == 408:
+        return DeliveryError(message, code="provider_unavailable", temporary=True, status=status)
+    return DeliveryError(
+        message, code=_PERMANENT_CODES.get(status, "provider_rejected"), temporary=False, status=status
+    )
+
+
+def error_for_transport(provider: str, exc: httpx.HTTPError) -> DeliveryError:
+    kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "could not be reached"
+    return DeliveryError(f"{provider} {kind}: {exc!r}"[:1000], code="provider_unreachable", temporary=True)
+
+
+def http_client(timeout_s: float, max_connections: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout_s),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+    )

@@ -1,0 +1,90 @@
+"""SendGrid v3 Mail Send.
+
+The request body is built with the official ``sendgrid`` package's mail helpers (its model of the v3 API);
+it travels over a shared ``httpx.AsyncClient``, because the package's own transport is blocking urllib with
+a new connection per call, which would need a thread per in-flight message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sendgrid.helpers.mail import CustomArg, From, Mail, ReplyTo, To
+
+from lib.providers import OutgoingMessage, error_for_response, error_for_transport, http_client
+from lib.settings import ConfigError, Env, Secret
+
+DEFAULT_URL = "https://api.sendgrid.com"
+
+
+@dataclass(frozen=True)
+class SendGridSettings:
+    api_key: Secret
+    api_url: str = DEFAULT_URL
+    sender: str = ""
+    sender_name: str = ""
+    reply_to: str = ""
+
+    @classmethod
+    def from_env(cls, env: Env) -> SendGridSettings:
+        sender = env.text("SENDGRID_FROM")
+        if "@" not in sender:
+            raise ConfigError(f"SENDGRID_FROM must be an email address, got {sender!r}")
+        return cls(
+            api_key=env.secret("SENDGRID_API_KEY"),
+            api_url=env.text("SENDGRID_API_URL", DEFAULT_URL).rstrip("/"),
+            sender=sender,
+            sender_name=env.text("SENDGRID_FROM_NAME", ""),
+            reply_to=env.text("SENDGRID_REPLY_TO", ""),
+        )
+
+
+def mail_body(settings: SendGridSettings, message: OutgoingMessage) -> dict[str, Any]:
+    mail = Mail(
+        from_email=From(settings.sender, settings.sender_name or None),
+        to_emails=To(message.recipient),
+        subject=message.subject,
+        plain_text_content=message.body,
+        html_content=message.html,
+    )
+    reply_to = message.metadata.get("reply_to") or settings.reply_to
+    if isinstance(reply_to, str) and "@" in reply_to:
+        mail.reply_to = ReplyTo(reply_to)
+    # custom_args come back in SendGrid's event webhooks: how a later DELIVERED/BOUNCED finds the message.
+    mail.custom_arg = [CustomArg("notify_message_id", message.message_id), CustomArg("notify_site_id", message.site_id)]
+    body: dict[str, Any] = mail.get()
+    return body
+
+
+class SendGridProvider:
+    name = "sendgrid"
+
+    def __init__(self, settings: SendGridSettings, *, timeout_s: float, max_connections: int) -> None:
+        self._settings = settings
+        self._client = http_client(timeout_s, max_connections)
+        self._url = f"{settings.api_url}/v3/mail/send"
+        self._headers = {"Authorization": f"Bearer {settings.api_key.reveal()}", "Content-Type": "application/json"}
+
+    async def send(self, message: OutgoingMessage) -> str:
+        try:
+            response = await self._client.post(
+                self._url, json=mail_body(self._settings, message), headers=self._headers
+            )
+        except httpx.HTTPError as exc:
+            raise error_for_transport(self.name, exc) from exc
+        if response.status_code == 202:
+            return response.headers.get("x-message-id") or ""
+        raise error_for_response(self.name, response, _sendgrid_errors(response))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _sendgrid_errors(response: httpx.Response) -> str:
+    try:
+        errors = response.json().get("errors") or []
+        return "; ".join(f"{e.get('field') or '-'}: {e.get('message')}" for e in errors) or response.text[:300]
+    except (ValueError, AttributeError):
+        return response.text[:300]

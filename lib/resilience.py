@@ -1,0 +1,102 @@
+"""Retry policy and circuit breaker: small objects that decide, never sleep themselves."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Up to ``max_retries`` retries after the first attempt, backing off base * 2^n plus jitter."""
+
+    max_retries: int = 3
+    base_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+    jitter: float = 0.2  # each delay is stretched by up to this share, so retries do not stampede
+
+    def delay_s(
+        self, retry_number: int, retry_after_s: float | None = None, rand: Callable[[], float] = random.random
+    ) -> float:
+        """The wait before retry ``retry_number`` (1-based); a provider's Retry-After wins when longer."""
+        backoff: float = min(self.max_delay_s, self.base_delay_s * 2.0 ** (retry_number - 1))
+        backoff *= 1 + self.jitter * rand()
+        if retry_after_s is not None:
+            backoff = max(backoff, min(retry_after_s, self.max_delay_s))
+        return backoff
+
+    def should_retry(self, retries_done: int) -> bool:
+        return retries_done < self.max_retries
+
+
+class CircuitState(IntEnum):
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
+class CircuitBreaker:
+    """Opens after ``failure_threshold`` consecutive temporary failures; after ``open_s`` lets one probe through.
+
+    A successful probe closes it; a failed one opens it again for twice as long (up to ``max_open_s``).
+    Messages that find it open wait: they are neither failed nor dead-lettered for it.
+    """
+
+    def __init__(
+        self,
+        failure_threshold: int = 5,
+        open_s: float = 10.0,
+        max_open_s: float = 120.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.failure_threshold = failure_threshold
+        self.base_open_s = open_s
+        self.max_open_s = max_open_s
+        self._clock = clock
+        self._failures = 0
+        self._open_s = open_s
+        self._opened_at: float | None = None
+        self._probe_out = False
+
+    @property
+    def state(self) -> CircuitState:
+        if self._opened_at is None:
+            return CircuitState.CLOSED
+        if self._clock() - self._opened_at >= self._open_s:
+            return CircuitState.HALF_OPEN
+        return CircuitState.OPEN
+
+    def acquire(self) -> float:
+        """0.0: go ahead and call the provider; else the seconds to wait before asking again."""
+        state = self.state
+        if state is CircuitState.CLOSED:
+            return 0.0
+        if state is CircuitState.HALF_OPEN and not self._probe_out:
+            self._probe_out = True
+            return 0.0
+        assert self._opened_at is not None
+        return max(0.05, self._opened_at + self._open_s - self._clock()) if state is CircuitState.OPEN else 0.25
+
+    def record_success(self) -> None:
+        self._failures = 0
+        self._opened_at = None
+        self._probe_out = False
+        self._open_s = self.base_open_s
+
+    def record_failure(self) -> None:
+        if self._probe_out:  # the probe failed: open again, for longer
+            self._probe_out = False
+            self._open_s = min(self.max_open_s, self._open_s * 2)
+            self._opened_at = self._clock()
+            return
+        self._failures += 1
+        if self._failures >= self.failure_threshold and self._opened_at is None:
+            self._opened_at = self._clock()
+
+    def record_neutral(self) -> None:
+        """A call that said nothing about the provider's health (e.g. a rejected recipient)."""
+        if self._probe_out:
+            self.record_success()
