@@ -48,7 +48,7 @@ class Accepted:
     replayed: bool  # an earlier request with the same Idempotency-Key created it
 
 
-def _check_channel(site: SiteIdentity, channel: str) -> None:
+def check_channel(site: SiteIdentity, channel: str) -> None:
     if channel not in site.enabled_channels:
         raise Forbidden(f"the {channel} channel is not enabled for this site", code="channel_disabled")
 
@@ -117,7 +117,7 @@ async def _existing_for_key(conn: Any, site: SiteIdentity, key: str) -> dict[str
 async def accept_one(
     pool: Any, publisher: Publisher, kafka: KafkaSettings, site: SiteIdentity, req: NotificationRequest
 ) -> Accepted:
-    _check_channel(site, req.channel)
+    check_channel(site, req.channel)
     message_id = uuid.uuid4()
     async with db.unavailable_on_error(), pool.connection() as conn:
         row = await (await conn.execute(db.query("insert_message"), _row_params(message_id, site, req))).fetchone()
@@ -173,7 +173,7 @@ async def accept_bulk(
     for index, item in enumerate(items):
         try:
             req = parse_notification(item)
-            _check_channel(site, req.channel)
+            check_channel(site, req.channel)
             if req.idempotency_key is not None:
                 if req.idempotency_key in seen_keys:
                     raise Conflict("idempotency_key repeated within this request", code="duplicate_idempotency_key")

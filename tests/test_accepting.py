@@ -31,9 +31,9 @@ def read_records(kafka: KafkaSettings, channel: str, wanted: set[str], timeout_s
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
-            key = msg.key().decode()
+            key = (msg.key() or b"").decode()
             if key in wanted:
-                found[key] = {"key": key, "value": json.loads(msg.value()), "topic": msg.topic()}
+                found[key] = {"key": key, "value": json.loads(msg.value() or b"{}"), "topic": msg.topic()}
     finally:
         consumer.close()
     return found

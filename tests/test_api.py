@@ -99,7 +99,7 @@ def test_send_errors_are_clear_json(client: httpx.Client, site: dict[str, Any]) 
         (client.post(url, json=EMAIL, headers={**headers, "Idempotency-Key": "has space"}), 422, "validation_failed"),
         (client.post(url, json=EMAIL), 401, "missing_api_key"),
         (client.post(url, json=EMAIL, headers={"X-Site-Key": "garbage"}), 401, "invalid_api_key"),
-        (client.get(url, headers=headers), 405, "method_not_allowed"),
+        (client.put(url, headers=headers), 405, "method_not_allowed"),
         (client.get("/api/v1/nowhere"), 404, "not_found"),
     ]
     for response, status, code in cases:

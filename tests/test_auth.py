@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from psycopg_pool import AsyncConnectionPool
@@ -26,16 +27,17 @@ class Clock:
 
 
 def bcrypt_count(outcome: str) -> float:
-    return AUTH_BCRYPT.labels(outcome)._value.get()
+    value: float = AUTH_BCRYPT.labels(outcome)._value.get()
+    return value
 
 
 @pytest.fixture
-async def pool(pg_dsn: str) -> AsyncIterator[AsyncConnectionPool]:  # type: ignore[type-arg]
+async def pool(pg_dsn: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
     async with db.create_pool(DatabaseSettings(url=Secret(pg_dsn)), name="test-auth") as opened:
         yield opened
 
 
-async def new_site(pool: AsyncConnectionPool) -> dict:  # type: ignore[type-arg]
+async def new_site(pool: AsyncConnectionPool[Any]) -> dict:
     return await sites.register_site(pool, f"auth-{uuid.uuid4().hex[:8]}.example.com", None)
 
 
@@ -52,7 +54,7 @@ def test_keys_round_trip() -> None:
             keys.parse_key(bad)
 
 
-async def test_a_verified_key_is_cached_until_its_ttl(pool: AsyncConnectionPool) -> None:  # type: ignore[type-arg]
+async def test_a_verified_key_is_cached_until_its_ttl(pool: AsyncConnectionPool[Any]) -> None:
     site = await new_site(pool)
     clock = Clock()
     auth = Authenticator(pool, cache_ttl_s=30, clock=clock)
@@ -68,7 +70,7 @@ async def test_a_verified_key_is_cached_until_its_ttl(pool: AsyncConnectionPool)
     assert bcrypt_count("match") - before == 2
 
 
-async def test_suspension_and_rotation_take_effect_within_the_ttl(pool: AsyncConnectionPool) -> None:  # type: ignore[type-arg]
+async def test_suspension_and_rotation_take_effect_within_the_ttl(pool: AsyncConnectionPool[Any]) -> None:
     site = await new_site(pool)
     clock = Clock()
     other_process = Authenticator(pool, cache_ttl_s=30, clock=clock)
@@ -86,7 +88,7 @@ async def test_suspension_and_rotation_take_effect_within_the_ttl(pool: AsyncCon
     assert str((await other_process.authenticate(rotated["api_key"])).site_id) == site["site_id"]
 
 
-async def test_wrong_keys_are_remembered_and_throttled(pool: AsyncConnectionPool) -> None:  # type: ignore[type-arg]
+async def test_wrong_keys_are_remembered_and_throttled(pool: AsyncConnectionPool[Any]) -> None:
     site = await new_site(pool)
     lookup_id = keys.parse_key(site["api_key"]).lookup_id
     clock = Clock()
@@ -111,7 +113,7 @@ async def test_wrong_keys_are_remembered_and_throttled(pool: AsyncConnectionPool
     assert bcrypt_count("mismatch") - before == 4
 
 
-async def test_unknown_lookup_ids_cost_no_bcrypt(pool: AsyncConnectionPool) -> None:  # type: ignore[type-arg]
+async def test_unknown_lookup_ids_cost_no_bcrypt(pool: AsyncConnectionPool[Any]) -> None:
     auth = Authenticator(pool)
     before = bcrypt_count("mismatch") + bcrypt_count("match")
     for _ in range(5):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import psycopg
 
@@ -48,7 +49,7 @@ def test_migrations_apply_from_scratch_once_even_concurrently() -> None:
         drop_database(name)
 
 
-def _site(conn: psycopg.Connection) -> uuid.UUID:  # type: ignore[type-arg]
+def _site(conn: psycopg.Connection[Any]) -> uuid.UUID:
     site_id = uuid.uuid4()
     conn.execute(
         "INSERT INTO frappe_sites (id, site_name, key_lookup_id, key_hash) VALUES (%s, %s, %s, 'x')",
@@ -70,7 +71,7 @@ def _writer(dsn: str, sites: list[uuid.UUID], seed: int) -> None:
             # One statement per batch, as the API's bulk insert does (the metric upserts lock in key order).
             values = ", ".join(["(%s, %s, %s, 'r', 'b')"] * len(batch))
             conn.execute(
-                f"INSERT INTO message_logs (id, site_id, channel, recipient, body) VALUES {values}",  # type: ignore[arg-type]
+                f"INSERT INTO message_logs (id, site_id, channel, recipient, body) VALUES {values}",
                 [v for row in batch for v in row],
             )
             ids += [b[0] for b in batch]

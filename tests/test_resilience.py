@@ -35,7 +35,8 @@ def test_circuit_opens_probes_and_closes() -> None:
         breaker.record_failure()
     assert breaker.state is CircuitState.CLOSED and breaker.acquire() == 0.0
     breaker.record_failure()
-    assert breaker.state is CircuitState.OPEN and breaker.acquire() == pytest.approx(10.0)
+    state: CircuitState = breaker.state
+    assert state is CircuitState.OPEN and breaker.acquire() == pytest.approx(10.0)
     clock.now += 10
     assert breaker.state is CircuitState.HALF_OPEN
     assert breaker.acquire() == 0.0  # the one probe
@@ -87,8 +88,13 @@ def test_provider_errors_are_classified() -> None:
     assert (limited.temporary, limited.code, limited.retry_after_s) == (True, "provider_rate_limited", 3.0)
     assert error_for_response("p", response(503), "x").temporary
     assert error_for_response("p", response(408), "x").temporary
-    for status, code in ((400, "provider_rejected"), (401, "provider_auth_failed"), (403, "provider_forbidden"),
-                         (413, "provider_payload_too_large"), (422, "invalid_recipient")):
+    for status, code in (
+        (400, "provider_rejected"),
+        (401, "provider_auth_failed"),
+        (403, "provider_forbidden"),
+        (413, "provider_payload_too_large"),
+        (422, "invalid_recipient"),
+    ):
         error = error_for_response("p", response(status), "x")
         assert (error.temporary, error.code) == (False, code)
     timeout = error_for_transport("p", httpx.ReadTimeout("slow"))

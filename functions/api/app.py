@@ -141,6 +141,7 @@ async def send_notification(request: Request) -> Response:
     svc = services(request)
     key = check_idempotency_key(request.headers.get("idempotency-key"))
     req = parse_notification(await read_json(request, svc.settings.max_body_bytes), idempotency_key=key)
+    messages.check_channel(site, req.channel)  # a refused channel costs no quota
     take_site_quota(svc, site, 1)
     accepted = await messages.accept_one(svc.pool, svc.publisher, svc.settings.kafka, site, req)
     headers = {"Idempotent-Replayed": "true"} if accepted.replayed else None

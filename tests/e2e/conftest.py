@@ -1,0 +1,138 @@
+"""The real stack for end-to-end tests: sandbox providers, the API and channel workers as child processes
+(the same commands as the images), over the real PostgreSQL and Kafka. Each test gets its own topics."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from lib.kafka import ensure_topics
+from lib.settings import KafkaSettings
+from tests.conftest import ADMIN_TOKEN, KAFKA_BOOTSTRAP, free_port
+from tests.processes import Deployable
+
+SENDGRID_KEY = "SG.e2e-sendgrid-key"
+WASENDER_KEY = "e2e-wasender-key"
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[str]:
+    port = free_port()
+    env = {
+        "SANDBOX_PORT": str(port),
+        "SANDBOX_SENDGRID_API_KEY": SENDGRID_KEY,
+        "SANDBOX_WASENDER_API_KEY": WASENDER_KEY,
+    }
+    proc = Deployable("sandbox", "functions.sandbox", env, f"http://127.0.0.1:{port}/healthz").start()
+    yield f"http://127.0.0.1:{port}"
+    proc.stop()
+
+
+class Stack:
+    """One test's stack: its own topic prefix, an API process, and the workers it starts."""
+
+    def __init__(self, pg_dsn: str, sandbox_url: str) -> None:
+        self.pg_dsn = pg_dsn
+        self.sandbox_url = sandbox_url
+        self.kafka = KafkaSettings(bootstrap_servers=KAFKA_BOOTSTRAP, topic_prefix=f"e{uuid.uuid4().hex[:8]}")
+        ensure_topics(self.kafka, partitions=4, timeout_s=20)
+        self.processes: list[Deployable] = []
+        self.common = {
+            "DATABASE_URL": pg_dsn,
+            "KAFKA_BOOTSTRAP_SERVERS": KAFKA_BOOTSTRAP,
+            "NOTIFY_TOPIC_PREFIX": self.kafka.topic_prefix,
+            "LOG_LEVEL": "INFO",
+        }
+        port = free_port()
+        self.api_url = f"http://127.0.0.1:{port}"
+        self.api = self._start(
+            "api",
+            "functions.api",
+            {"NOTIFY_ADMIN_TOKEN": ADMIN_TOKEN, "API_PORT": str(port)},
+            f"{self.api_url}/healthz",
+        )
+        self.http = httpx.Client(base_url=self.api_url, timeout=30)
+
+    def _start(self, name: str, module: str, env: dict[str, str], health: str) -> Deployable:
+        proc = Deployable(f"{name}-{self.kafka.topic_prefix}", module, {**self.common, **env}, health).start()
+        self.processes.append(proc)
+        return proc
+
+    def worker(self, channel: str, **overrides: str) -> Deployable:
+        port = free_port()
+        env = {
+            "WORKER_HTTP_PORT": str(port),
+            "WORKER_LEASE_SECONDS": "5",
+            "PROVIDER_TIMEOUT_SECONDS": "2",
+            "WORKER_SHUTDOWN_GRACE_SECONDS": "10",
+            "PROVIDER_RATE_PER_SEC": "0",
+            "SENDGRID_API_KEY": SENDGRID_KEY,
+            "SENDGRID_API_URL": self.sandbox_url,
+            "SENDGRID_FROM": "notify@example.com",
+            "WASENDER_API_KEY": WASENDER_KEY,
+            "WASENDER_API_URL": f"{self.sandbox_url}/api",
+            **overrides,
+        }
+        return self._start(f"{channel}-worker-{port}", f"functions.{channel}", env, f"http://127.0.0.1:{port}/healthz")
+
+    def register(self) -> dict[str, str]:
+        response = self.http.post(
+            "/api/v1/site/register",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            json={"site_name": f"e2e-{uuid.uuid4().hex[:8]}.example.com"},
+        )
+        assert response.status_code == 201, response.text
+        return {"X-Site-Key": response.json()["api_key"]} | {"site_id": response.json()["site_id"]}
+
+    def statuses(self, message_ids: list[str]) -> dict[str, dict[str, Any]]:
+        with psycopg.connect(self.pg_dsn) as conn:
+            rows = conn.execute(
+                "SELECT id::text, status::text, attempts, provider_message_id, failure_code, last_error, "
+                "attempt_errors FROM message_logs WHERE id = ANY(%s::uuid[])",
+                (message_ids,),
+            ).fetchall()
+        return {
+            r[0]: {
+                "status": r[1],
+                "attempts": r[2],
+                "provider_message_id": r[3],
+                "failure_code": r[4],
+                "last_error": r[5],
+                "attempt_errors": r[6],
+            }
+            for r in rows
+        }
+
+    def wait_until(
+        self, message_ids: list[str], done: Callable[[dict[str, Any]], bool], timeout_s: float = 60
+    ) -> dict[str, dict[str, Any]]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = self.statuses(message_ids)
+            if len(found) == len(message_ids) and all(done(s) for s in found.values()):
+                return found
+            if time.monotonic() > deadline:
+                pending = {k: v["status"] for k, v in found.items() if not done(v)}
+                raise AssertionError(f"{len(pending)} messages not done: {list(pending.items())[:5]}")
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        self.http.close()
+        for proc in reversed(self.processes):
+            proc.stop()
+
+
+@pytest.fixture
+def stack(pg_dsn: str, sandbox: str) -> Iterator[Stack]:
+    httpx.delete(f"{sandbox}/_sandbox/messages")
+    for provider in ("sendgrid", "wasender"):
+        httpx.delete(f"{sandbox}/_sandbox/faults/{provider}")
+    built = Stack(pg_dsn, sandbox)
+    yield built
+    built.close()
