@@ -1,8 +1,9 @@
 """Authenticating sites by API key, cheaply and without letting wrong keys starve the right ones.
 
 - One indexed row per key (its lookup id), never a bcrypt per registered site.
-- Verified keys are cached in-process for ``cache_ttl_s``: a steady stream of requests costs a sha256
-  and a dict lookup. That TTL bounds how long a rotated or suspended key keeps working in *other*
+- Verified keys are cached in-process: a steady stream of requests costs a sha256 and a dict lookup. After
+  ``cache_ttl_s`` an entry is re-checked against its row (same stored hash? still active?) with one indexed
+  query and no bcrypt. That TTL bounds how long a rotated or suspended key keeps working in *other*
   processes; the process that rotates or suspends forgets the site at once.
 - bcrypt runs in a worker thread behind a semaphore, so it never blocks the event loop and never takes
   every core; concurrent requests with the same uncached key share one verification.
@@ -43,7 +44,8 @@ class SiteIdentity:
 class _Entry:
     digest: bytes
     identity: SiteIdentity | None  # None: a remembered wrong key
-    expires_at: float
+    expires_at: float  # a right key: when to re-check its row; a wrong key: when to forget it
+    key_hash: str = ""  # the stored hash this key was verified against
 
 
 class _BoundedCache:
@@ -51,12 +53,9 @@ class _BoundedCache:
         self._items: OrderedDict[bytes, _Entry] = OrderedDict()
         self._max = max_entries
 
-    def get(self, digest: bytes, now: float) -> _Entry | None:
+    def get(self, digest: bytes) -> _Entry | None:
         entry = self._items.get(digest)
         if entry is None or not hmac.compare_digest(entry.digest, digest):
-            return None
-        if entry.expires_at <= now:
-            del self._items[digest]
             return None
         return entry
 
@@ -65,6 +64,9 @@ class _BoundedCache:
         self._items.move_to_end(entry.digest)
         while len(self._items) > self._max:
             self._items.popitem(last=False)
+
+    def drop(self, digest: bytes) -> None:
+        self._items.pop(digest, None)
 
     def drop_site(self, site_id: UUID) -> None:
         for digest in [d for d, e in self._items.items() if e.identity and e.identity.site_id == site_id]:
@@ -99,19 +101,21 @@ class Authenticator:
     async def authenticate(self, presented: str | None) -> SiteIdentity:
         key = keys.parse_key(presented)
         now = self._clock()
-        entry = self._cache.get(key.digest, now)
-        if entry is not None:
+        entry = self._cache.get(key.digest)
+        if entry is not None and entry.expires_at > now:
             AUTH_CACHE.labels("hit" if entry.identity else "negative_hit").inc()
             return _admit(entry.identity)
-        AUTH_CACHE.labels("miss").inc()
-        self._refuse_if_throttled(key.lookup_id, now)
+        verified = entry if entry is not None and entry.identity is not None else None
+        AUTH_CACHE.labels("stale" if verified else "miss").inc()
+        if verified is None:
+            self._refuse_if_throttled(key.lookup_id, now)
         shared = self._in_flight.get(key.digest)
         if shared is not None:
             return _admit(await asyncio.shield(shared))
         future: asyncio.Future[SiteIdentity | None] = asyncio.get_running_loop().create_future()
         self._in_flight[key.digest] = future
         try:
-            identity = await self._verify(key)
+            identity = await self._verify(key, verified)
             future.set_result(identity)
         except BaseException as exc:
             future.set_exception(exc)
@@ -125,29 +129,31 @@ class Authenticator:
         """Called after this process rotated or changed a site: its cached keys go at once."""
         self._cache.drop_site(site_id)
 
-    async def _verify(self, key: keys.PresentedKey) -> SiteIdentity | None:
+    async def _verify(self, key: keys.PresentedKey, verified: _Entry | None) -> SiteIdentity | None:
+        """Check the key against its row: by bcrypt, or, for a key verified before, by the stored hash alone."""
         async with db.unavailable_on_error(), self._pool.connection() as conn:
             cur = await conn.execute(db.query("site_credentials_by_lookup_id"), {"key_lookup_id": key.lookup_id})
             row = await cur.fetchone()
         identity: SiteIdentity | None = None
         if row is not None:
-            async with self._bcrypt_slots:
-                ok = await asyncio.to_thread(keys.secret_matches, key.secret, row["key_hash"])
-            AUTH_BCRYPT.labels("match" if ok else "mismatch").inc()
+            if verified is not None and hmac.compare_digest(verified.key_hash.encode(), row["key_hash"].encode()):
+                ok = True  # the same stored hash this very key matched before: no bcrypt needed
+            else:
+                async with self._bcrypt_slots:
+                    ok = await asyncio.to_thread(keys.secret_matches, key.secret, row["key_hash"])
+                AUTH_BCRYPT.labels("match" if ok else "mismatch").inc()
             if ok:
                 identity = SiteIdentity(
-                    row["id"],
-                    row["site_name"],
-                    row["status"],
-                    tuple(row["enabled_channels"]),
+                    row["id"], row["site_name"], row["status"], tuple(row["enabled_channels"]),
                     row["rate_limit_per_minute"],
                 )
         now = self._clock()
         if identity is None:
+            self._cache.drop(key.digest)
             self._record_failure(key.lookup_id, now)
             self._cache.put(_Entry(key.digest, None, now + self._negative_ttl_s))
         else:
-            self._cache.put(_Entry(key.digest, identity, now + self._cache_ttl_s))
+            self._cache.put(_Entry(key.digest, identity, now + self._cache_ttl_s, row["key_hash"] if row else ""))
         return identity
 
     def _refuse_if_throttled(self, lookup_id: str, now: float) -> None:

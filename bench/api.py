@@ -1,0 +1,169 @@
+"""Issue 2's benchmark: the API's accept path against its baselines, all measured in this one run."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import bcrypt
+import httpx
+import psycopg
+from confluent_kafka import Producer
+
+from bench.common import Child, Report, fresh_database, fresh_topics, verdict
+from bench.tools import Target, attack
+from lib.kafka import producer_config
+from lib.settings import KafkaSettings
+from tests.conftest import free_port
+
+ADMIN = "bench-admin-token"
+BODY = "Dear customer, your invoice SINV-00042 is attached. " * 17  # about 900 bytes: a ~1 KB message
+EMAIL = {"channel": "email", "recipient": "bench@example.com", "subject": "Invoice SINV-00042", "body": BODY}
+SITES = 100
+WORKERS = 32
+
+
+def _server(kind: str, env: dict[str, str]) -> tuple[Child, str]:
+    port = free_port()
+    health = f"http://127.0.0.1:{port}/healthz" if kind.startswith("api") else f"http://127.0.0.1:{port}/"
+    return Child(f"{kind}-{port}", ["-m", "bench.apps", kind, str(port)], env, health), f"http://127.0.0.1:{port}"
+
+
+def _send_targets(url: str, keys: list[str]) -> list[Target]:
+    body = json.dumps(EMAIL).encode()
+    return [Target("POST", f"{url}/api/v1/notifications/send", body,
+                   {"Content-Type": "application/json", "X-Site-Key": k}) for k in keys]
+
+
+def _register(url: str, count: int) -> list[dict[str, str]]:
+    def one(i: int) -> dict[str, str]:
+        response = httpx.post(f"{url}/api/v1/site/register", headers={"Authorization": f"Bearer {ADMIN}"},
+                              json={"site_name": f"bench-{i}-{uuid.uuid4().hex[:6]}.example.com"}, timeout=60)
+        response.raise_for_status()
+        data: dict[str, str] = response.json()
+        return data
+
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def _wrong_keys(sites: list[dict[str, str]], count: int) -> list[str]:
+    """Valid-looking keys: half reuse real lookup ids with a wrong secret, half invent lookup ids."""
+    wrong = []
+    for i in range(count):
+        lookup = sites[i % len(sites)]["api_key"].split("_")[1] if i % 2 else secrets.token_hex(8)
+        wrong.append(f"nfy_{lookup}_{secrets.token_urlsafe(32)}")
+    return wrong
+
+
+def _raw_kafka(kafka: KafkaSettings, seconds: float) -> float:
+    producer = Producer(producer_config(kafka))
+    value = json.dumps({**EMAIL, "message_id": str(uuid.uuid4())}).encode()
+    sent, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for _ in range(1000):
+            while True:
+                try:
+                    producer.produce(kafka.topic("email"), value, str(sent).encode())
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+            sent += 1
+        producer.poll(0)
+    producer.flush(60)
+    return sent / (time.perf_counter() - started)
+
+
+def _copy_rows(dsn: str, site_id: str, rows: int) -> float:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        started = time.perf_counter()
+        with conn.cursor().copy(
+            "COPY message_logs (id, site_id, channel, recipient, subject, body) FROM STDIN"
+        ) as copy:
+            for _ in range(rows):
+                copy.write_row((uuid.uuid4(), site_id, "email", EMAIL["recipient"], EMAIL["subject"], BODY))
+        return rows / (time.perf_counter() - started)
+
+
+def run(duration_s: float) -> Report:
+    report = Report("API: accepting messages (one API process, 2 cores shared with the load generator)")
+    dsn = fresh_database("notify_bench_api")
+    kafka = fresh_topics()
+    env = {"DATABASE_URL": dsn, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "NOTIFY_ADMIN_TOKEN": ADMIN,
+           "NOTIFY_TOPIC_PREFIX": kafka.topic_prefix, "STUCK_PENDING_AFTER_SECONDS": "0", "LOG_LEVEL": "WARNING"}
+    api, url = _server("api", env)
+    try:
+        print("registering sites and warming the key cache (one bcrypt per key) ...", flush=True)
+        sites = _register(url, SITES)
+        keys = [s["api_key"] for s in sites]
+        for key in keys:
+            httpx.post(f"{url}/api/v1/notifications/send", json=EMAIL, headers={"X-Site-Key": key}, timeout=30)
+        env["BENCH_SITE_ID"] = sites[0]["site_id"]
+
+        hello, hello_url = _server("hello", env)
+        r_hello = attack(_send_targets(hello_url, keys), duration_s=duration_s, workers=WORKERS).throughput
+        hello.stop()
+        pg, pg_url = _server("pg", env)
+        r_pg = attack(_send_targets(pg_url, keys), duration_s=duration_s, workers=WORKERS).throughput
+        pg.stop()
+
+        send = attack(_send_targets(url, keys), duration_s=duration_s, workers=WORKERS)
+        steady = attack(_send_targets(url, keys), duration_s=duration_s, rate=0.7 * send.throughput, workers=WORKERS)
+        flood_rate = 0.25 * send.throughput
+        with ThreadPoolExecutor(1) as pool:
+            flood = pool.submit(attack, [Target("POST", f"{url}/api/v1/notifications/send",
+                                                json.dumps(EMAIL).encode(),
+                                                {"Content-Type": "application/json", "X-Site-Key": k})
+                                         for k in _wrong_keys(sites, 2000)],
+                                duration_s=duration_s, rate=flood_rate, workers=16)
+            under_flood = attack(_send_targets(url, keys), duration_s=duration_s, workers=WORKERS)
+            flooded = flood.result()
+
+        items = [dict(EMAIL) for _ in range(1000)]
+        bulk_body = json.dumps({"items": items}).encode()
+        bulk = attack([Target("POST", f"{url}/api/v1/notifications/bulk", bulk_body,
+                              {"Content-Type": "application/json", "X-Site-Key": k}) for k in keys[:10]],
+                      duration_s=duration_s, workers=4, timeout_s=60)
+    finally:
+        api.stop()
+
+    no_auth, no_auth_url = _server("api-no-auth", env)
+    try:
+        bypass = attack(_send_targets(no_auth_url, keys), duration_s=duration_s, workers=WORKERS).throughput
+    finally:
+        no_auth.stop()
+
+    r_kraw = _raw_kafka(kafka, duration_s)
+    r_copy = _copy_rows(dsn, sites[0]["site_id"], 100_000)
+    started = time.perf_counter()
+    stored = bcrypt.hashpw(b"secret", bcrypt.gensalt(12))
+    for _ in range(5):
+        bcrypt.checkpw(b"wrong", stored)
+    per_check = (time.perf_counter() - started) / 6  # five checks and the hash itself
+
+    report.add("R_hello: bare Starlette 202, req/s", f"{r_hello:.0f}")
+    report.add("R_pg: 202 + one pooled insert, req/s", f"{r_pg:.0f}")
+    report.add("R_kraw: raw producer, 1 KB, acks=all, idempotent, rec/s", f"{r_kraw:.0f}")
+    report.add("R_copy: COPY of the same rows, rows/s", f"{r_copy:.0f}")
+    report.add("/send max, accepted/s", f"{send.throughput:.0f}", f"{send.throughput / r_pg:.2f} x R_pg",
+               verdict(send.throughput >= 0.6 * r_pg, ">= 0.6 x R_pg"))
+    report.add("", "", f"{send.throughput / r_hello:.2f} x R_hello",
+               verdict(send.throughput >= 0.25 * r_hello, ">= 0.25 x R_hello"))
+    report.add(f"/send at 70% of max ({0.7 * send.throughput:.0f}/s): p50 / p99 ms",
+               f"{steady.p50_ms:.1f} / {steady.p99_ms:.1f}", f"non-2xx: {steady.non_2xx}",
+               verdict(steady.p99_ms <= 25 and steady.non_2xx == 0, "p99 <= 25 ms, no non-2xx"))
+    report.add("/send with auth vs auth bypassed (harness only), req/s", f"{send.throughput:.0f}",
+               f"{send.throughput / bypass:.2f} x {bypass:.0f}", verdict(send.throughput >= 0.95 * bypass, ">= 0.95"))
+    report.add(f"valid /send under a flood of {flood_rate:.0f} wrong keys/s", f"{under_flood.throughput:.0f}",
+               f"{under_flood.throughput / send.throughput:.2f} x {send.throughput:.0f}",
+               verdict(under_flood.throughput >= 0.9 * send.throughput, "cut <= 10%"))
+    report.add("  (the flood's answers)", json.dumps(flooded.status_codes))
+    report.add("/bulk (1000 items, incl. Kafka produce), rows/s", f"{bulk.throughput * 1000:.0f}",
+               f"{bulk.throughput * 1000 / min(r_copy, r_kraw):.2f} x min(R_copy, R_kraw)",
+               verdict(bulk.throughput * 1000 >= 0.3 * min(r_copy, r_kraw), ">= 0.3"))
+    report.add("before: bcrypt against every site, 100 sites, s/request", f"{per_check * SITES:.1f}",
+               f"{per_check * 1000:.0f} ms per bcrypt (12 rounds)")
+    return report

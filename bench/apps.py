@@ -1,0 +1,91 @@
+"""Baseline servers for the API benchmark, served exactly like the API (uvicorn, one process, no access log).
+
+``python -m bench.apps hello|pg|api|api-no-auth PORT``:
+- hello: a bare Starlette endpoint answering 202 with no I/O (R_hello)
+- pg: the same endpoint doing one pooled psycopg insert of a message row (R_pg)
+- api / api-no-auth: the real API; the second swaps the authenticator for one that always answers with a
+  fixed site, in this harness only, to price authentication.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from psycopg.types.json import Jsonb
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from functions.api import app as api_module
+from functions.api.settings import ApiSettings
+from lib import db
+from lib.auth import SiteIdentity
+from lib.settings import DatabaseSettings, Env
+
+
+async def hello(_request: Request) -> Response:
+    return JSONResponse({"status": "PENDING"}, status_code=202)
+
+
+def pg_app() -> Starlette:
+    site_id = uuid.UUID(os.environ["BENCH_SITE_ID"])
+    state: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        async with db.create_pool(DatabaseSettings.from_env(Env()), name="bench-pg") as pool:
+            state["pool"] = pool
+            yield
+
+    async def insert(request: Request) -> Response:
+        data = await request.json()
+        message_id = uuid.uuid4()
+        async with state["pool"].connection() as conn:
+            await conn.execute(
+                "INSERT INTO message_logs (id, site_id, channel, recipient, subject, body, metadata) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (message_id, site_id, data["channel"], data["recipient"], data.get("subject"), data["body"],
+                 Jsonb(data.get("metadata") or {})),
+            )
+        return JSONResponse({"message_id": str(message_id), "status": "PENDING"}, status_code=202)
+
+    return Starlette(routes=[Route("/api/v1/notifications/send", insert, methods=["POST"])], lifespan=lifespan)
+
+
+class FixedSite:
+    """Harness-only stand-in for the authenticator: every request is the given site."""
+
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+        self.identity = SiteIdentity(uuid.UUID(os.environ["BENCH_SITE_ID"]), "bench", "active", ("email", "whatsapp"), None)
+
+    async def authenticate(self, _presented: str | None) -> SiteIdentity:
+        return self.identity
+
+    def forget_site(self, _site_id: uuid.UUID) -> None:
+        return None
+
+
+def build(kind: str) -> Any:
+    if kind == "hello":
+        return Starlette(routes=[Route("/api/v1/notifications/send", hello, methods=["POST"])])
+    if kind == "pg":
+        return pg_app()
+    if kind == "api-no-auth":
+        api_module.Authenticator = FixedSite  # type: ignore[misc,assignment]
+    return api_module.create_app(ApiSettings.from_env())
+
+
+def main() -> None:
+    kind, port = sys.argv[1], int(sys.argv[2])
+    uvicorn.run(build(kind), host="127.0.0.1", port=port, access_log=False, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
