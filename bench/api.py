@@ -34,14 +34,20 @@ def _server(kind: str, env: dict[str, str]) -> tuple[Child, str]:
 
 def _send_targets(url: str, keys: list[str]) -> list[Target]:
     body = json.dumps(EMAIL).encode()
-    return [Target("POST", f"{url}/api/v1/notifications/send", body,
-                   {"Content-Type": "application/json", "X-Site-Key": k}) for k in keys]
+    return [
+        Target("POST", f"{url}/api/v1/notifications/send", body, {"Content-Type": "application/json", "X-Site-Key": k})
+        for k in keys
+    ]
 
 
 def _register(url: str, count: int) -> list[dict[str, str]]:
     def one(i: int) -> dict[str, str]:
-        response = httpx.post(f"{url}/api/v1/site/register", headers={"Authorization": f"Bearer {ADMIN}"},
-                              json={"site_name": f"bench-{i}-{uuid.uuid4().hex[:6]}.example.com"}, timeout=60)
+        response = httpx.post(
+            f"{url}/api/v1/site/register",
+            headers={"Authorization": f"Bearer {ADMIN}"},
+            json={"site_name": f"bench-{i}-{uuid.uuid4().hex[:6]}.example.com"},
+            timeout=60,
+        )
         response.raise_for_status()
         data: dict[str, str] = response.json()
         return data
@@ -92,8 +98,14 @@ def run(duration_s: float) -> Report:
     report = Report("API: accepting messages (one API process, 2 cores shared with the load generator)")
     dsn = fresh_database("notify_bench_api")
     kafka = fresh_topics()
-    env = {"DATABASE_URL": dsn, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "NOTIFY_ADMIN_TOKEN": ADMIN,
-           "NOTIFY_TOPIC_PREFIX": kafka.topic_prefix, "STUCK_PENDING_AFTER_SECONDS": "0", "LOG_LEVEL": "WARNING"}
+    env = {
+        "DATABASE_URL": dsn,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "NOTIFY_ADMIN_TOKEN": ADMIN,
+        "NOTIFY_TOPIC_PREFIX": kafka.topic_prefix,
+        "STUCK_PENDING_AFTER_SECONDS": "0",
+        "LOG_LEVEL": "WARNING",
+    }
     api, url = _server("api", env)
     try:
         print("registering sites and warming the key cache (one bcrypt per key) ...", flush=True)
@@ -114,19 +126,40 @@ def run(duration_s: float) -> Report:
         steady = attack(_send_targets(url, keys), duration_s=duration_s, rate=0.7 * send.throughput, workers=WORKERS)
         flood_rate = 0.25 * send.throughput
         with ThreadPoolExecutor(1) as pool:
-            flood = pool.submit(attack, [Target("POST", f"{url}/api/v1/notifications/send",
-                                                json.dumps(EMAIL).encode(),
-                                                {"Content-Type": "application/json", "X-Site-Key": k})
-                                         for k in _wrong_keys(sites, 2000)],
-                                duration_s=duration_s, rate=flood_rate, workers=16)
+            flood = pool.submit(
+                attack,
+                [
+                    Target(
+                        "POST",
+                        f"{url}/api/v1/notifications/send",
+                        json.dumps(EMAIL).encode(),
+                        {"Content-Type": "application/json", "X-Site-Key": k},
+                    )
+                    for k in _wrong_keys(sites, 2000)
+                ],
+                duration_s=duration_s,
+                rate=flood_rate,
+                workers=16,
+            )
             under_flood = attack(_send_targets(url, keys), duration_s=duration_s, workers=WORKERS)
             flooded = flood.result()
 
         items = [dict(EMAIL) for _ in range(1000)]
         bulk_body = json.dumps({"items": items}).encode()
-        bulk = attack([Target("POST", f"{url}/api/v1/notifications/bulk", bulk_body,
-                              {"Content-Type": "application/json", "X-Site-Key": k}) for k in keys[:10]],
-                      duration_s=duration_s, workers=4, timeout_s=60)
+        bulk = attack(
+            [
+                Target(
+                    "POST",
+                    f"{url}/api/v1/notifications/bulk",
+                    bulk_body,
+                    {"Content-Type": "application/json", "X-Site-Key": k},
+                )
+                for k in keys[:10]
+            ],
+            duration_s=duration_s,
+            workers=4,
+            timeout_s=60,
+        )
     finally:
         api.stop()
 
@@ -148,22 +181,46 @@ def run(duration_s: float) -> Report:
     report.add("R_pg: 202 + one pooled insert, req/s", f"{r_pg:.0f}")
     report.add("R_kraw: raw producer, 1 KB, acks=all, idempotent, rec/s", f"{r_kraw:.0f}")
     report.add("R_copy: COPY of the same rows, rows/s", f"{r_copy:.0f}")
-    report.add("/send max, accepted/s", f"{send.throughput:.0f}", f"{send.throughput / r_pg:.2f} x R_pg",
-               verdict(send.throughput >= 0.6 * r_pg, ">= 0.6 x R_pg"))
-    report.add("", "", f"{send.throughput / r_hello:.2f} x R_hello",
-               verdict(send.throughput >= 0.25 * r_hello, ">= 0.25 x R_hello"))
-    report.add(f"/send at 70% of max ({0.7 * send.throughput:.0f}/s): p50 / p99 ms",
-               f"{steady.p50_ms:.1f} / {steady.p99_ms:.1f}", f"non-2xx: {steady.non_2xx}",
-               verdict(steady.p99_ms <= 25 and steady.non_2xx == 0, "p99 <= 25 ms, no non-2xx"))
-    report.add("/send with auth vs auth bypassed (harness only), req/s", f"{send.throughput:.0f}",
-               f"{send.throughput / bypass:.2f} x {bypass:.0f}", verdict(send.throughput >= 0.95 * bypass, ">= 0.95"))
-    report.add(f"valid /send under a flood of {flood_rate:.0f} wrong keys/s", f"{under_flood.throughput:.0f}",
-               f"{under_flood.throughput / send.throughput:.2f} x {send.throughput:.0f}",
-               verdict(under_flood.throughput >= 0.9 * send.throughput, "cut <= 10%"))
+    report.add(
+        "/send max, accepted/s",
+        f"{send.throughput:.0f}",
+        f"{send.throughput / r_pg:.2f} x R_pg",
+        verdict(send.throughput >= 0.6 * r_pg, ">= 0.6 x R_pg"),
+    )
+    report.add(
+        "",
+        "",
+        f"{send.throughput / r_hello:.2f} x R_hello",
+        verdict(send.throughput >= 0.25 * r_hello, ">= 0.25 x R_hello"),
+    )
+    report.add(
+        f"/send at 70% of max ({0.7 * send.throughput:.0f}/s): p50 / p99 ms",
+        f"{steady.p50_ms:.1f} / {steady.p99_ms:.1f}",
+        f"non-2xx: {steady.non_2xx}",
+        verdict(steady.p99_ms <= 25 and steady.non_2xx == 0, "p99 <= 25 ms, no non-2xx"),
+    )
+    report.add(
+        "/send with auth vs auth bypassed (harness only), req/s",
+        f"{send.throughput:.0f}",
+        f"{send.throughput / bypass:.2f} x {bypass:.0f}",
+        verdict(send.throughput >= 0.95 * bypass, ">= 0.95"),
+    )
+    report.add(
+        f"valid /send under a flood of {flood_rate:.0f} wrong keys/s",
+        f"{under_flood.throughput:.0f}",
+        f"{under_flood.throughput / send.throughput:.2f} x {send.throughput:.0f}",
+        verdict(under_flood.throughput >= 0.9 * send.throughput, "cut <= 10%"),
+    )
     report.add("  (the flood's answers)", json.dumps(flooded.status_codes))
-    report.add("/bulk (1000 items, incl. Kafka produce), rows/s", f"{bulk.throughput * 1000:.0f}",
-               f"{bulk.throughput * 1000 / min(r_copy, r_kraw):.2f} x min(R_copy, R_kraw)",
-               verdict(bulk.throughput * 1000 >= 0.3 * min(r_copy, r_kraw), ">= 0.3"))
-    report.add("before: bcrypt against every site, 100 sites, s/request", f"{per_check * SITES:.1f}",
-               f"{per_check * 1000:.0f} ms per bcrypt (12 rounds)")
+    report.add(
+        "/bulk (1000 items, incl. Kafka produce), rows/s",
+        f"{bulk.throughput * 1000:.0f}",
+        f"{bulk.throughput * 1000 / min(r_copy, r_kraw):.2f} x min(R_copy, R_kraw)",
+        verdict(bulk.throughput * 1000 >= 0.3 * min(r_copy, r_kraw), ">= 0.3"),
+    )
+    report.add(
+        "before: bcrypt against every site, 100 sites, s/request",
+        f"{per_check * SITES:.1f}",
+        f"{per_check * 1000:.0f} ms per bcrypt (12 rounds)",
+    )
     return report

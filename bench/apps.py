@@ -51,8 +51,15 @@ def pg_app() -> Starlette:
             await conn.execute(
                 "INSERT INTO message_logs (id, site_id, channel, recipient, subject, body, metadata) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (message_id, site_id, data["channel"], data["recipient"], data.get("subject"), data["body"],
-                 Jsonb(data.get("metadata") or {})),
+                (
+                    message_id,
+                    site_id,
+                    data["channel"],
+                    data["recipient"],
+                    data.get("subject"),
+                    data["body"],
+                    Jsonb(data.get("metadata") or {}),
+                ),
             )
         return JSONResponse({"message_id": str(message_id), "status": "PENDING"}, status_code=202)
 
@@ -63,7 +70,9 @@ class FixedSite:
     """Harness-only stand-in for the authenticator: every request is the given site."""
 
     def __init__(self, *_args: Any, **_kwargs: Any) -> None:
-        self.identity = SiteIdentity(uuid.UUID(os.environ["BENCH_SITE_ID"]), "bench", "active", ("email", "whatsapp"), None)
+        self.identity = SiteIdentity(
+            uuid.UUID(os.environ["BENCH_SITE_ID"]), "bench", "active", ("email", "whatsapp"), None
+        )
 
     async def authenticate(self, _presented: str | None) -> SiteIdentity:
         return self.identity

@@ -44,8 +44,9 @@ class Child:
     def __init__(self, name: str, args: list[str], env: dict[str, str], health_url: str) -> None:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log = (LOG_DIR / f"{name}.log").open("wb")
-        self.proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env={**os.environ, **env}, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, *args], cwd=ROOT, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + 30
         while True:
             if self.proc.poll() is not None:

@@ -35,8 +35,9 @@ class Target:
 
     def line(self) -> str:
         header = {k: [v] for k, v in (self.headers or {}).items()}
-        return json.dumps({"method": self.method, "url": self.url, "header": header,
-                           "body": base64.b64encode(self.body).decode()})
+        return json.dumps(
+            {"method": self.method, "url": self.url, "header": header, "body": base64.b64encode(self.body).decode()}
+        )
 
 
 @dataclass(frozen=True)
@@ -53,24 +54,37 @@ class AttackResult:
         return sum(n for code, n in self.status_codes.items() if not code.startswith("2"))
 
 
-def attack(targets: list[Target], *, duration_s: float, rate: float = 0, workers: int = 32,
-           timeout_s: float = 10) -> AttackResult:
+def attack(
+    targets: list[Target], *, duration_s: float, rate: float = 0, workers: int = 32, timeout_s: float = 10
+) -> AttackResult:
     """rate 0: as fast as ``workers`` concurrent connections go (the maximum); else a constant open-loop rate."""
     with tempfile.NamedTemporaryFile("w", suffix=".targets", delete=False) as handle:
         handle.write("\n".join(t.line() for t in targets) + "\n")
-    args = [vegeta(), "attack", "-format=json", f"-targets={handle.name}", f"-duration={duration_s}s",
-            f"-timeout={timeout_s}s", "-keepalive=true", f"-rate={rate:.0f}/s" if rate else "-rate=0"]
+    args = [
+        vegeta(),
+        "attack",
+        "-format=json",
+        f"-targets={handle.name}",
+        f"-duration={duration_s}s",
+        f"-timeout={timeout_s}s",
+        "-keepalive=true",
+        f"-rate={rate:.0f}/s" if rate else "-rate=0",
+    ]
     if rate:
         args += [f"-workers={workers}", f"-max-workers={workers * 8}"]
     else:
         args += [f"-workers={workers}", f"-max-workers={workers}"]
     attack_run = subprocess.run(args, check=True, capture_output=True)
-    report = subprocess.run([vegeta(), "report", "-type=json"], input=attack_run.stdout, check=True,
-                            capture_output=True)
+    report = subprocess.run(
+        [vegeta(), "report", "-type=json"], input=attack_run.stdout, check=True, capture_output=True
+    )
     os.unlink(handle.name)
     data: dict[str, Any] = json.loads(report.stdout)
     return AttackResult(
-        requests=data["requests"], throughput=data["throughput"], success=data["success"],
-        p50_ms=data["latencies"]["50th"] / 1e6, p99_ms=data["latencies"]["99th"] / 1e6,
+        requests=data["requests"],
+        throughput=data["throughput"],
+        success=data["success"],
+        p50_ms=data["latencies"]["50th"] / 1e6,
+        p99_ms=data["latencies"]["99th"] / 1e6,
         status_codes={str(k): v for k, v in (data.get("status_codes") or {}).items()},
     )

@@ -9,6 +9,8 @@
   every core; concurrent requests with the same uncached key share one verification.
 - Wrong keys are remembered for ``negative_ttl_s``; a lookup id with more than ``failure_limit`` failures in
   ``failure_window_s`` gets 429 without any bcrypt until the window ends (cached right keys still pass).
+- bcrypt itself has a budget (``bcrypt_per_s``, with a small burst): a verification takes a token and a
+  match gives it back, so right keys never run it down while a flood of wrong keys gets 429 instead of CPU.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from prometheus_client import Counter
 
 from lib import db, keys
 from lib.errors import Forbidden, TooManyRequests, Unauthorized
+from lib.ratelimit import TokenBucket
 
 AUTH_CACHE = Counter("notify_auth_cache_total", "API key checks by cache result", ["result"])
 AUTH_BCRYPT = Counter("notify_auth_bcrypt_total", "bcrypt verifications by outcome", ["outcome"])
@@ -84,6 +87,7 @@ class Authenticator:
         bcrypt_concurrency: int = 1,
         failure_limit: int = 10,
         failure_window_s: float = 60.0,
+        bcrypt_per_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pool = pool
@@ -97,6 +101,7 @@ class Authenticator:
         self._failure_window_s = failure_window_s
         self._max_entries = max_entries
         self._clock = clock
+        self._bcrypt_budget = TokenBucket(bcrypt_per_s, burst=max(1.0, 4 * bcrypt_per_s), clock=clock)
 
     async def authenticate(self, presented: str | None) -> SiteIdentity:
         key = keys.parse_key(presented)
@@ -139,12 +144,13 @@ class Authenticator:
             if verified is not None and hmac.compare_digest(verified.key_hash.encode(), row["key_hash"].encode()):
                 ok = True  # the same stored hash this very key matched before: no bcrypt needed
             else:
-                async with self._bcrypt_slots:
-                    ok = await asyncio.to_thread(keys.secret_matches, key.secret, row["key_hash"])
-                AUTH_BCRYPT.labels("match" if ok else "mismatch").inc()
+                ok = await self._bcrypt(key, row["key_hash"])
             if ok:
                 identity = SiteIdentity(
-                    row["id"], row["site_name"], row["status"], tuple(row["enabled_channels"]),
+                    row["id"],
+                    row["site_name"],
+                    row["status"],
+                    tuple(row["enabled_channels"]),
                     row["rate_limit_per_minute"],
                 )
         now = self._clock()
@@ -155,6 +161,20 @@ class Authenticator:
         else:
             self._cache.put(_Entry(key.digest, identity, now + self._cache_ttl_s, row["key_hash"] if row else ""))
         return identity
+
+    async def _bcrypt(self, key: keys.PresentedKey, key_hash: str) -> bool:
+        wait = self._bcrypt_budget.try_take()
+        if wait:
+            AUTH_BCRYPT.labels("refused").inc()
+            raise TooManyRequests(
+                "too many key verifications; try again shortly", code="auth_rate_limited", retry_after_s=int(wait) + 1
+            )
+        async with self._bcrypt_slots:
+            ok = await asyncio.to_thread(keys.secret_matches, key.secret, key_hash)
+        AUTH_BCRYPT.labels("match" if ok else "mismatch").inc()
+        if ok:
+            self._bcrypt_budget.give_back()
+        return ok
 
     def _refuse_if_throttled(self, lookup_id: str, now: float) -> None:
         window = self._failures.get(lookup_id)

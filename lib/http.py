@@ -98,6 +98,9 @@ class RequestMetrics:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # labels() costs a lock and a dict build per call: keep the children, there are few of them.
+        self._counters: dict[tuple[str, str, str], Any] = {}
+        self._timers: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -116,5 +119,8 @@ class RequestMetrics:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            REQUESTS.labels(scope["method"], route, str(status)).inc()
-            REQUEST_SECONDS.labels(scope["method"], route).observe(time.perf_counter() - started)
+            key = (scope["method"], route, str(status))
+            counter = self._counters.get(key) or self._counters.setdefault(key, REQUESTS.labels(*key))
+            counter.inc()
+            timer = self._timers.get(key[:2]) or self._timers.setdefault(key[:2], REQUEST_SECONDS.labels(*key[:2]))
+            timer.observe(time.perf_counter() - started)

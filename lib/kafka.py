@@ -24,7 +24,8 @@ def producer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]
         **settings.client_config(),
         "acks": "all",
         "enable.idempotence": True,
-        "linger.ms": 5,
+        "linger.ms": 1,
+        "socket.nagle.disable": True,
         "batch.num.messages": 10_000,
         "compression.type": "lz4",
         # A request waits at most this long for the broker before the client gets a 503.

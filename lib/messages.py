@@ -9,6 +9,7 @@ threshold (a worker's atomic claim makes a duplicate record harmless).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -19,7 +20,6 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter, Histogram
-from psycopg.types.json import Jsonb
 
 from lib import db
 from lib.auth import SiteIdentity
@@ -53,25 +53,39 @@ def check_channel(site: SiteIdentity, channel: str) -> None:
         raise Forbidden(f"the {channel} channel is not enabled for this site", code="channel_disabled")
 
 
-def _row_params(message_id: uuid.UUID, site: SiteIdentity, req: NotificationRequest) -> dict[str, Any]:
-    return {
-        "id": message_id,
-        "site_id": site.site_id,
-        "channel": req.channel,
-        "recipient": req.recipient,
-        "subject": req.subject,
-        "body": req.body,
-        "html": req.html,
-        "metadata": Jsonb(req.metadata),
-        "idempotency_key": req.idempotency_key,
-        "idempotency_fingerprint": req.fingerprint() if req.idempotency_key else None,
-    }
+@dataclass(frozen=True)
+class _Item:
+    message_id: uuid.UUID
+    site: SiteIdentity
+    req: NotificationRequest
 
 
-def _record(message_id: uuid.UUID, site: SiteIdentity, req: NotificationRequest, created_at: str) -> NotificationRecord:
+def _insert_params(items: list[_Item]) -> dict[str, Any]:
+    rows = []
+    for item in items:
+        req = item.req
+        rows.append(
+            {
+                "id": str(item.message_id),
+                "site_id": str(item.site.site_id),
+                "channel": req.channel,
+                "recipient": req.recipient,
+                "subject": req.subject,
+                "body": req.body,
+                "html": req.html,
+                "metadata": req.metadata,
+                "idempotency_key": req.idempotency_key,
+                "idempotency_fingerprint": req.fingerprint() if req.idempotency_key else None,
+            }
+        )
+    return {"rows": json.dumps(rows)}
+
+
+def _record(item: _Item, created_at: str) -> NotificationRecord:
+    req = item.req
     return NotificationRecord(
-        message_id=str(message_id),
-        site_id=str(site.site_id),
+        message_id=str(item.message_id),
+        site_id=str(item.site.site_id),
         channel=req.channel,
         recipient=req.recipient,
         body=req.body,
@@ -84,6 +98,10 @@ def _record(message_id: uuid.UUID, site: SiteIdentity, req: NotificationRequest,
 
 def _wire(kafka: KafkaSettings, record: NotificationRecord) -> tuple[str, bytes, bytes]:
     return kafka.topic(record.channel), record.key(), record.to_bytes()
+
+
+def _now_iso() -> str:
+    return datetime.now().astimezone().isoformat()
 
 
 async def publish_or_mark_failed(
@@ -104,135 +122,149 @@ async def publish_or_mark_failed(
     ENQUEUE_SECONDS.observe(time.perf_counter() - started)
 
 
-async def _existing_for_key(conn: Any, site: SiteIdentity, key: str) -> dict[str, Any]:
-    cur = await conn.execute(
-        db.query("messages_by_idempotency_keys"), {"site_id": site.site_id, "idempotency_keys": [key]}
-    )
-    row: dict[str, Any] | None = await cur.fetchone()
-    if row is None:  # the conflicting row vanished (deleted): treat as a transient conflict
-        raise Conflict("the idempotency key is being used by another request; retry", code="idempotency_key_in_use")
-    return row
+def _item_error(exc: NotifyError) -> dict[str, Any]:
+    REJECTED.labels(exc.code).inc()
+    return {"status": "rejected", "error": exc.to_body()["error"]}
 
 
-async def accept_one(
-    pool: Any, publisher: Publisher, kafka: KafkaSettings, site: SiteIdentity, req: NotificationRequest
-) -> Accepted:
-    check_channel(site, req.channel)
-    message_id = uuid.uuid4()
-    async with db.unavailable_on_error(), pool.connection() as conn:
-        row = await (await conn.execute(db.query("insert_message"), _row_params(message_id, site, req))).fetchone()
-        if row is None:
-            assert req.idempotency_key is not None
-            existing = await _existing_for_key(conn, site, req.idempotency_key)
+class Acceptor:
+    """Stores and enqueues notifications.
+
+    Concurrent /send requests are gathered (group commit): whatever arrived while the previous batch was
+    being written goes out as one INSERT and one Kafka batch, and each request still gets its own answer.
+    A bulk request is one such batch by itself.
+    """
+
+    def __init__(
+        self, pool: Any, publisher: Publisher, kafka: KafkaSettings, *, max_batch: int = 256, max_in_flight: int = 4
+    ) -> None:
+        self.pool = pool
+        self.publisher = publisher
+        self.kafka = kafka
+        self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
+        self._waiting: list[tuple[_Item, asyncio.Future[bool]]] = []
+        self._in_flight = 0
+
+    async def accept(self, site: SiteIdentity, req: NotificationRequest) -> Accepted:
+        check_channel(site, req.channel)
+        item = _Item(uuid.uuid4(), site, req)
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        self._kick()
+        if await future:
+            ACCEPTED.labels(req.channel).inc()
+            log.debug("message accepted", extra={"message_id": str(item.message_id), "site_id": str(site.site_id)})
+            return Accepted(item.message_id, replayed=False)
+        return await self._replay(site, req)
+
+    def _kick(self) -> None:
+        while self._waiting and self._in_flight < self.max_in_flight:
+            batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
+            self._in_flight += 1
+            asyncio.get_running_loop().create_task(self._flush(batch))
+
+    async def _flush(self, batch: list[tuple[_Item, asyncio.Future[bool]]]) -> None:
+        try:
+            inserted = await self._store([item for item, _ in batch])
+        except NotifyError as exc:
+            for _, future in batch:
+                future.set_exception(exc)
+        else:
+            for item, future in batch:
+                future.set_result(item.message_id in inserted)
+        finally:
+            self._in_flight -= 1
+            self._kick()
+
+    async def _store(self, items: list[_Item]) -> set[uuid.UUID]:
+        """Insert in one statement, publish what was inserted; the ids inserted (others: key replays)."""
+        async with db.unavailable_on_error(), self.pool.connection() as conn:
+            cur = await conn.execute(db.query("insert_messages"), _insert_params(items))
+            inserted = {r["id"] for r in await cur.fetchall()}
+        created_at = _now_iso()
+        records = [_record(i, created_at) for i in items if i.message_id in inserted]
+        await publish_or_mark_failed(self.pool, self.publisher, self.kafka, records)
+        return inserted
+
+    async def _replay(self, site: SiteIdentity, req: NotificationRequest) -> Accepted:
+        """The idempotency key was used before: the same request gets the same message, another is a conflict.
+
+        A message whose enqueue failed (the client saw a 503) is enqueued again under its id.
+        """
+        assert req.idempotency_key is not None
+        async with db.unavailable_on_error(), self.pool.connection() as conn:
+            cur = await conn.execute(
+                db.query("messages_by_idempotency_keys"),
+                {"site_id": site.site_id, "idempotency_keys": [req.idempotency_key]},
+            )
+            existing: dict[str, Any] | None = await cur.fetchone()
+            if existing is None:  # the first request's row is gone (deleted): a transient conflict
+                raise Conflict(
+                    "the idempotency key is being used by another request; retry", code="idempotency_key_in_use"
+                )
             if existing["idempotency_fingerprint"] != req.fingerprint():
                 raise Conflict(
-                    "this Idempotency-Key was already used with a different request", code="idempotency_key_conflict"
+                    "this idempotency key was already used with a different request", code="idempotency_key_conflict"
                 )
             reopened = None
             if existing["failure_code"] == "enqueue_failed":
                 reopened = await (
                     await conn.execute(db.query("reopen_enqueue_failed"), {"id": existing["id"]})
                 ).fetchone()
-            if reopened is None:
-                return Accepted(existing["id"], replayed=True)
-            message_id = existing["id"]
-    await publish_or_mark_failed(pool, publisher, kafka, [_record(message_id, site, req, _now_iso())])
-    ACCEPTED.labels(req.channel).inc()
-    log.info(
-        "message accepted", extra={"message_id": str(message_id), "site_id": str(site.site_id), "channel": req.channel}
-    )
-    return Accepted(message_id, replayed=False)
+        if reopened is None:
+            return Accepted(existing["id"], replayed=True)
+        item = _Item(existing["id"], site, req)
+        await publish_or_mark_failed(self.pool, self.publisher, self.kafka, [_record(item, _now_iso())])
+        ACCEPTED.labels(req.channel).inc()
+        return Accepted(item.message_id, replayed=False)
 
-
-def _now_iso() -> str:
-    return datetime.now().astimezone().isoformat()
-
-
-def _item_error(exc: NotifyError) -> dict[str, Any]:
-    REJECTED.labels(exc.code).inc()
-    return {"status": "rejected", "error": exc.to_body()["error"]}
-
-
-async def accept_bulk(
-    pool: Any, publisher: Publisher, kafka: KafkaSettings, site: SiteIdentity, items: Any
-) -> list[dict[str, Any]]:
-    """Validate each item on its own; insert the valid ones in one statement and publish them as one batch."""
-    if not isinstance(items, list) or not items:
-        raise ValidationFailed(
-            "items must be a non-empty list",
-            details=[{"field": "items", "code": "wrong_type", "message": "expected a list"}],
-        )
-    if len(items) > MAX_BULK_ITEMS:
-        raise ValidationFailed(
-            f"at most {MAX_BULK_ITEMS} items per request",
-            details=[{"field": "items", "code": "too_many", "message": f"{len(items)} items"}],
-        )
-    results: list[dict[str, Any]] = [{} for _ in items]
-    valid: dict[int, tuple[uuid.UUID, NotificationRequest]] = {}
-    seen_keys: dict[str, int] = {}
-    for index, item in enumerate(items):
-        try:
-            req = parse_notification(item)
-            check_channel(site, req.channel)
-            if req.idempotency_key is not None:
-                if req.idempotency_key in seen_keys:
-                    raise Conflict("idempotency_key repeated within this request", code="duplicate_idempotency_key")
-                seen_keys[req.idempotency_key] = index
-        except NotifyError as exc:
-            results[index] = {"index": index, **_item_error(exc)}
-            continue
-        valid[index] = (uuid.uuid4(), req)
-    inserted: set[uuid.UUID] = set()
-    existing: dict[str, dict[str, Any]] = {}
-    if valid:
-        rows = [_row_params(mid, site, req) for mid, req in valid.values()]
-        params = {
-            "site_id": site.site_id,
-            "ids": [r["id"] for r in rows],
-            "channels": [r["channel"] for r in rows],
-            "recipients": [r["recipient"] for r in rows],
-            "subjects": [r["subject"] for r in rows],
-            "bodies": [r["body"] for r in rows],
-            "htmls": [r["html"] for r in rows],
-            "metadatas": [json.dumps(r["metadata"].obj) for r in rows],
-            "idempotency_keys": [r["idempotency_key"] for r in rows],
-            "idempotency_fingerprints": [r["idempotency_fingerprint"] for r in rows],
-        }
-        async with db.unavailable_on_error(), pool.connection() as conn:
-            inserted = {
-                r["id"] for r in await (await conn.execute(db.query("insert_messages_bulk"), params)).fetchall()
-            }
-            skipped = [
-                req.idempotency_key for mid, req in valid.values() if mid not in inserted and req.idempotency_key
-            ]
-            if skipped:
-                cur = await conn.execute(
-                    db.query("messages_by_idempotency_keys"), {"site_id": site.site_id, "idempotency_keys": skipped}
-                )
-                existing = {r["idempotency_key"]: r for r in await cur.fetchall()}
-    created_at = _now_iso()
-    to_publish = [_record(mid, site, req, created_at) for mid, req in valid.values() if mid in inserted]
-    await publish_or_mark_failed(pool, publisher, kafka, to_publish)
-    for index, (mid, req) in valid.items():
-        if mid in inserted:
-            ACCEPTED.labels(req.channel).inc()
-            results[index] = {"index": index, "status": "accepted", "message_id": str(mid)}
-            continue
-        prior = existing.get(req.idempotency_key or "")
-        if prior is None or prior["idempotency_fingerprint"] != req.fingerprint():
+    async def accept_bulk(self, site: SiteIdentity, items: Any) -> list[dict[str, Any]]:
+        """Validate each item on its own; store the valid ones as one batch."""
+        if not isinstance(items, list) or not items:
+            raise ValidationFailed(
+                "items must be a non-empty list",
+                details=[{"field": "items", "code": "wrong_type", "message": "expected a list"}],
+            )
+        if len(items) > MAX_BULK_ITEMS:
+            raise ValidationFailed(
+                f"at most {MAX_BULK_ITEMS} items per request",
+                details=[{"field": "items", "code": "too_many", "message": f"{len(items)} items"}],
+            )
+        results: list[dict[str, Any]] = [{} for _ in items]
+        valid: dict[int, _Item] = {}
+        seen_keys: set[str] = set()
+        for index, raw in enumerate(items):
+            try:
+                req = parse_notification(raw)
+                check_channel(site, req.channel)
+                if req.idempotency_key is not None:
+                    if req.idempotency_key in seen_keys:
+                        raise Conflict("idempotency_key repeated within this request", code="duplicate_idempotency_key")
+                    seen_keys.add(req.idempotency_key)
+            except NotifyError as exc:
+                results[index] = {"index": index, **_item_error(exc)}
+                continue
+            valid[index] = _Item(uuid.uuid4(), site, req)
+        inserted = await self._store(list(valid.values())) if valid else set()
+        for index, item in valid.items():
+            if item.message_id in inserted:
+                ACCEPTED.labels(item.req.channel).inc()
+                results[index] = {"index": index, "status": "accepted", "message_id": str(item.message_id)}
+                continue
+            try:
+                replay = await self._replay(site, item.req)
+            except Conflict as exc:
+                results[index] = {"index": index, **_item_error(exc)}
+                continue
             results[index] = {
                 "index": index,
-                **_item_error(
-                    Conflict(
-                        "this idempotency_key was already used with a different request",
-                        code="idempotency_key_conflict",
-                    )
-                ),
+                "status": "accepted",
+                "message_id": str(replay.message_id),
+                "replayed": replay.replayed,
             }
-        else:
-            results[index] = {"index": index, "status": "accepted", "message_id": str(prior["id"]), "replayed": True}
-    log.info("bulk accepted", extra={"site_id": str(site.site_id), "count": len(to_publish), "items": len(items)})
-    return results
+        log.info("bulk accepted", extra={"site_id": str(site.site_id), "count": len(inserted), "items": len(items)})
+        return results
 
 
 def public_message(row: dict[str, Any]) -> dict[str, Any]:

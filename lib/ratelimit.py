@@ -34,3 +34,8 @@ class TokenBucket:
         self._refill()
         self._tokens -= 1.0
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def give_back(self, count: float = 1.0) -> None:
+        """Return tokens taken for work that turned out not to count against the limit."""
+        self._refill()
+        self._tokens = min(self.capacity, self._tokens + count)

@@ -122,3 +122,23 @@ async def test_unknown_lookup_ids_cost_no_bcrypt(pool: AsyncConnectionPool[Any])
         with pytest.raises(Unauthorized):
             await auth.authenticate(keys.issue_key(rounds=4).plain)
     assert bcrypt_count("mismatch") + bcrypt_count("match") == before
+
+
+async def test_bcrypt_budget_refuses_floods_but_not_right_keys(pool: AsyncConnectionPool[Any]) -> None:
+    sites_ = [await new_site(pool) for _ in range(6)]
+    clock = Clock()
+    auth = Authenticator(pool, failure_limit=1000, bcrypt_per_s=1, clock=clock)
+    for site in sites_:  # right keys give their token back: six first sightings in a frozen second pass
+        assert str((await auth.authenticate(site["api_key"])).site_id) == site["site_id"]
+    lookup_id = keys.parse_key(sites_[0]["api_key"]).lookup_id
+    wrong = [f"nfy_{lookup_id}_{uuid.uuid4().hex}{uuid.uuid4().hex[:11]}" for _ in range(6)]
+    for key in wrong[:4]:  # the burst
+        with pytest.raises(Unauthorized):
+            await auth.authenticate(key)
+    before = bcrypt_count("mismatch")
+    with pytest.raises(TooManyRequests) as refused:
+        await auth.authenticate(wrong[4])
+    assert refused.value.code == "auth_rate_limited" and bcrypt_count("mismatch") == before
+    clock.now += 1.0
+    with pytest.raises(Unauthorized):
+        await auth.authenticate(wrong[5])

@@ -100,3 +100,22 @@ def test_provider_errors_are_classified() -> None:
     timeout = error_for_transport("p", httpx.ReadTimeout("slow"))
     assert timeout.temporary and "timed out" in timeout.message
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0 and parse_retry_after(None) is None
+
+
+def test_a_record_survives_the_wire() -> None:
+    from lib.records import NotificationRecord
+
+    record = NotificationRecord(
+        "8d7e6f1a-1b2c-4d3e-8f9a-0b1c2d3e4f5a",
+        "s",
+        "email",
+        "a@example.com",
+        "body",
+        "subject",
+        "<p>html</p>",
+        {"doc": "SINV-1"},
+        "2026-11-24T00:00:00+00:00",
+    )
+    assert NotificationRecord.from_bytes(record.to_bytes()) == record
+    with pytest.raises(ValueError):
+        NotificationRecord.from_bytes(b'{"v": 99}')

@@ -1,25 +1,15 @@
--- name: insert_message
+-- name: insert_messages
+-- One statement for many rows (a bulk request, or concurrent /send requests gathered in one loop turn),
+-- passed as one JSON array: a single parameter is far cheaper to send than ten arrays. Rows whose
+-- idempotency key was already used are skipped; the caller finds them by the ids missing from RETURNING.
 INSERT INTO message_logs
     (id, site_id, channel, recipient, subject, body, html, metadata, idempotency_key,
      idempotency_fingerprint)
-VALUES (%(id)s, %(site_id)s, %(channel)s, %(recipient)s, %(subject)s, %(body)s, %(html)s, %(metadata)s,
-        %(idempotency_key)s, %(idempotency_fingerprint)s)
-ON CONFLICT (site_id, idempotency_key) DO NOTHING
-RETURNING id;
-
--- name: insert_messages_bulk
--- One statement for a whole batch: arrays in, one row per element out. Rows whose idempotency key was
--- already used are skipped (and looked up by the caller).
-INSERT INTO message_logs
-    (id, site_id, channel, recipient, subject, body, html, metadata, idempotency_key,
-     idempotency_fingerprint)
-SELECT id, %(site_id)s, channel::channel, recipient, subject, body, html, metadata::jsonb,
-       idempotency_key, idempotency_fingerprint
-FROM unnest(%(ids)s::uuid[], %(channels)s::text[], %(recipients)s::text[], %(subjects)s::text[],
-            %(bodies)s::text[], %(htmls)s::text[], %(metadatas)s::text[], %(idempotency_keys)s::text[],
-            %(idempotency_fingerprints)s::text[])
-     AS t(id, channel, recipient, subject, body, html, metadata, idempotency_key,
-          idempotency_fingerprint)
+SELECT id, site_id, channel, recipient, subject, body, html, coalesce(metadata, '{}'), idempotency_key,
+       idempotency_fingerprint
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS t(
+    id uuid, site_id uuid, channel channel, recipient text, subject text, body text, html text,
+    metadata jsonb, idempotency_key text, idempotency_fingerprint text)
 ON CONFLICT (site_id, idempotency_key) DO NOTHING
 RETURNING id;
 
