@@ -87,7 +87,7 @@ def build(kind: str) -> Any:
     if kind == "pg":
         return pg_app()
     if kind == "api-no-auth":
-        api_module.Authenticator = FixedSite  # type: ignore[misc,assignment]
+        setattr(api_module, "Authenticator", FixedSite)  # noqa: B010 - harness only, never the product
     return api_module.create_app(ApiSettings.from_env())
 
 

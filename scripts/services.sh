@@ -30,7 +30,8 @@ start_one() {
     email) port_env=(WORKER_HTTP_PORT=8081) ;;
     whatsapp) port_env=(WORKER_HTTP_PORT=8082) ;;
   esac
-  (cd "$ROOT" && env "${port_env[@]}" setsid nohup "$PY" -m "functions.$name" >>"$LOG_DIR/$name.log" 2>&1 &
+  # stdin and inherited descriptors closed: the server must not hold the caller's terminal or pipes.
+  (cd "$ROOT" && env "${port_env[@]}" setsid nohup "$PY" -m "functions.$name" </dev/null >>"$LOG_DIR/$name.log" 2>&1 3>&- &
     echo $! >"$(pid_file "$name")")
   local deadline=$((SECONDS + 30))
   until curl -fsS -o /dev/null "$(health_url "$name")" 2>/dev/null; do

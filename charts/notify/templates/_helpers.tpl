@@ -1,0 +1,397 @@
+{{/* ---------------------------------------------------------------- names and labels */}}
+
+{{- define "notify.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "notify.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "notify.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The name of one component's objects: notify.componentName (dict "ctx" $ "component" "api") */}}
+{{- define "notify.componentName" -}}
+{{- printf "%s-%s" (include "notify.fullname" .ctx | trunc 50 | trimSuffix "-") .component }}
+{{- end }}
+
+{{/* Selector labels of the whole release (every pod of it). */}}
+{{- define "notify.releaseSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "notify.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Selector labels of one component: (dict "ctx" $ "component" "api") */}}
+{{- define "notify.selectorLabels" -}}
+{{ include "notify.releaseSelectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Every label of one component's objects: (dict "ctx" $ "component" "api") */}}
+{{- define "notify.labels" -}}
+helm.sh/chart: {{ include "notify.chart" .ctx }}
+{{ include "notify.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: notify
+{{- with .ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "notify.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "notify.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* A notify image: (dict "ctx" $ "image" .Values.api.image) */}}
+{{- define "notify.image" -}}
+{{- $registry := .ctx.Values.image.registry | trimSuffix "/" }}
+{{- $repository := ternary (printf "%s/%s" $registry .image.repository) .image.repository (ne $registry "") }}
+{{- if .image.digest }}
+{{- printf "%s@%s" $repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repository (.image.tag | default .ctx.Values.image.tag | default .ctx.Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/* ---------------------------------------------------------------- secrets */}}
+
+{{/* The Secret the chart generates (admin token, embedded DB password, sandbox provider keys). */}}
+{{- define "notify.generatedSecretName" -}}
+{{- include "notify.componentName" (dict "ctx" . "component" "secrets") }}
+{{- end }}
+
+{{/* A value generated once: the one already in the live Secret if any (helm upgrade), else a new random one.
+     (dict "ctx" $ "key" "admin-token" "length" 48) -> base64 */}}
+{{- define "notify.generatedValue" -}}
+{{- $live := lookup "v1" "Secret" .ctx.Release.Namespace (include "notify.generatedSecretName" .ctx) }}
+{{- if and $live $live.data (hasKey $live.data .key) }}
+{{- index $live.data .key }}
+{{- else }}
+{{- randAlphaNum (int .length) | b64enc }}
+{{- end }}
+{{- end }}
+
+{{- define "notify.adminTokenSecret" -}}
+{{- if .Values.adminToken.existingSecret -}}
+name: {{ .Values.adminToken.existingSecret }}
+key: {{ .Values.adminToken.existingSecretKey }}
+{{- else -}}
+name: {{ include "notify.generatedSecretName" . }}
+key: admin-token
+{{- end }}
+{{- end }}
+
+{{- define "notify.postgresPasswordSecret" -}}
+{{- if .Values.postgresql.embedded.existingSecret -}}
+name: {{ .Values.postgresql.embedded.existingSecret }}
+key: {{ .Values.postgresql.embedded.existingSecretKey }}
+{{- else -}}
+name: {{ include "notify.generatedSecretName" . }}
+key: postgres-password
+{{- end }}
+{{- end }}
+
+{{/* (dict "ctx" $ "channel" "email") -> name/key of the provider key */}}
+{{- define "notify.providerKeySecret" -}}
+{{- $provider := ternary .ctx.Values.email.sendgrid .ctx.Values.whatsapp.wasender (eq .channel "email") }}
+{{- if $provider.existingSecret -}}
+name: {{ $provider.existingSecret }}
+key: {{ $provider.existingSecretKey }}
+{{- else -}}
+name: {{ include "notify.generatedSecretName" .ctx }}
+key: {{ ternary "sendgrid-api-key" "wasender-api-key" (eq .channel "email") }}
+{{- end }}
+{{- end }}
+
+{{/* ---------------------------------------------------------------- Kafka and PostgreSQL */}}
+
+{{- define "notify.kafkaHeadlessName" -}}
+{{- include "notify.componentName" (dict "ctx" . "component" "kafka-headless") }}
+{{- end }}
+
+{{- define "notify.kafkaBootstrapServers" -}}
+{{- if eq .Values.kafka.mode "embedded" }}
+{{- /* Fully qualified: KEDA reads the lag from its own namespace. */}}
+{{- printf "%s.%s.svc:9092" (include "notify.componentName" (dict "ctx" . "component" "kafka")) .Release.Namespace }}
+{{- else }}
+{{- .Values.kafka.external.bootstrapServers }}
+{{- end }}
+{{- end }}
+
+{{- define "notify.kafkaSaslEnabled" -}}
+{{- if and (eq .Values.kafka.mode "external") (hasPrefix "SASL_" .Values.kafka.external.securityProtocol) }}true{{ end }}
+{{- end }}
+
+{{- define "notify.kafkaTlsEnabled" -}}
+{{- if and (eq .Values.kafka.mode "external") (has .Values.kafka.external.securityProtocol (list "SSL" "SASL_SSL")) }}true{{ end }}
+{{- end }}
+
+{{- define "notify.kafkaCaPath" -}}
+{{- printf "/etc/notify/kafka-ca/%s" .Values.kafka.external.tls.caKey }}
+{{- end }}
+
+{{/* Environment of every Kafka client (api, workers, topics job). */}}
+{{- define "notify.kafkaEnv" -}}
+- name: KAFKA_BOOTSTRAP_SERVERS
+  value: {{ include "notify.kafkaBootstrapServers" . | quote }}
+- name: NOTIFY_TOPIC_PREFIX
+  value: {{ .Values.topicPrefix | quote }}
+{{- if eq .Values.kafka.mode "external" }}
+- name: KAFKA_SECURITY_PROTOCOL
+  value: {{ .Values.kafka.external.securityProtocol | quote }}
+{{- if include "notify.kafkaSaslEnabled" . }}
+- name: KAFKA_SASL_MECHANISM
+  value: {{ .Values.kafka.external.sasl.mechanism | quote }}
+- name: KAFKA_SASL_USERNAME
+  value: {{ .Values.kafka.external.sasl.username | quote }}
+- name: KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.kafka.external.sasl.existingSecret }}
+      key: {{ .Values.kafka.external.sasl.existingSecretKey }}
+{{- end }}
+{{- if and (include "notify.kafkaTlsEnabled" .) .Values.kafka.external.tls.caSecret }}
+- name: KAFKA_SSL_CA_LOCATION
+  value: {{ include "notify.kafkaCaPath" . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The CA bundle volume (external Kafka over TLS with a private CA), and its mount. */}}
+{{- define "notify.kafkaCaVolume" -}}
+{{- if and (include "notify.kafkaTlsEnabled" .) .Values.kafka.external.tls.caSecret -}}
+- name: kafka-ca
+  secret:
+    secretName: {{ .Values.kafka.external.tls.caSecret }}
+    items:
+      - key: {{ .Values.kafka.external.tls.caKey }}
+        path: {{ .Values.kafka.external.tls.caKey }}
+{{- end }}
+{{- end }}
+
+{{- define "notify.kafkaCaVolumeMount" -}}
+{{- if and (include "notify.kafkaTlsEnabled" .) .Values.kafka.external.tls.caSecret -}}
+- name: kafka-ca
+  mountPath: /etc/notify/kafka-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* Environment of every PostgreSQL client: DATABASE_URL (external) or the libpq PG* variables (embedded). */}}
+{{- define "notify.databaseEnv" -}}
+{{- if eq .Values.postgresql.mode "external" -}}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.postgresql.external.existingSecret }}
+      key: {{ .Values.postgresql.external.existingSecretKey }}
+{{- else -}}
+- name: PGHOST
+  value: {{ include "notify.componentName" (dict "ctx" . "component" "postgresql") | quote }}
+- name: PGPORT
+  value: "5432"
+- name: PGDATABASE
+  value: {{ .Values.postgresql.embedded.database | quote }}
+- name: PGUSER
+  value: {{ .Values.postgresql.embedded.username | quote }}
+- name: PGPASSWORD
+  valueFrom:
+    secretKeyRef:
+      {{- include "notify.postgresPasswordSecret" . | nindent 6 }}
+{{- end }}
+{{- end }}
+
+{{/* ---------------------------------------------------------------- pods */}}
+
+{{- define "notify.podSecurityContext" -}}
+{{- toYaml .Values.podSecurityContext }}
+{{- end }}
+
+{{- define "notify.containerSecurityContext" -}}
+{{- toYaml .Values.containerSecurityContext }}
+{{- end }}
+
+{{/* A writable /tmp for processes that need one under a read-only root filesystem. */}}
+{{- define "notify.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- end }}
+
+{{- define "notify.tmpVolumeMount" -}}
+- name: tmp
+  mountPath: /tmp
+{{- end }}
+
+{{/* Prometheus scrape annotations: (dict "ctx" $ "port" 8080) */}}
+{{- define "notify.scrapeAnnotations" -}}
+{{- if .ctx.Values.metrics.scrapeAnnotations -}}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .port | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- end }}
+
+{{/* HTTP probes on the health routes: (dict "port" "http") */}}
+{{- define "notify.httpProbes" -}}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: {{ .port }}
+  periodSeconds: 2
+  failureThreshold: 30
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: {{ .port }}
+  periodSeconds: 10
+  timeoutSeconds: 3
+  failureThreshold: 3
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: {{ .port }}
+  periodSeconds: 5
+  timeoutSeconds: 3
+  failureThreshold: 3
+{{- end }}
+
+{{/* ---------------------------------------------------------------- hooks */}}
+
+{{/* Hook phases of a job that needs a backend: before install only if the backend already exists (external). */}}
+{{- define "notify.hookPhases" -}}
+{{- if eq . "external" }}pre-install,pre-upgrade{{ else }}post-install,pre-upgrade{{ end }}
+{{- end }}
+
+{{/* ---------------------------------------------------------------- render-time checks */}}
+
+{{- define "notify.validate" -}}
+{{- $partitions := int .Values.kafka.topics.partitions }}
+{{- range $channel := list "email" "whatsapp" }}
+{{- $w := index $.Values $channel }}
+{{- if and $w.enabled $.Values.keda.enabled (gt (int $w.autoscaling.maxReplicaCount) $partitions) }}
+{{- fail (printf "%s.autoscaling.maxReplicaCount (%d) is above kafka.topics.partitions (%d): a consumer group never uses more consumers than its topic has partitions; lower maxReplicaCount or raise the partition count" $channel (int $w.autoscaling.maxReplicaCount) $partitions) }}
+{{- end }}
+{{- if and $w.enabled $.Values.keda.enabled (gt (int $w.autoscaling.minReplicaCount) (int $w.autoscaling.maxReplicaCount)) }}
+{{- fail (printf "%s.autoscaling.minReplicaCount is above its maxReplicaCount" $channel) }}
+{{- end }}
+{{- if and $w.enabled $.Values.keda.enabled (gt (int $w.autoscaling.fallback.replicas) (int $w.autoscaling.maxReplicaCount)) }}
+{{- fail (printf "%s.autoscaling.fallback.replicas is above its maxReplicaCount" $channel) }}
+{{- end }}
+{{- if and $w.enabled (ge (int $w.shutdownGraceSeconds) (int $w.terminationGracePeriodSeconds)) }}
+{{- fail (printf "%s.shutdownGraceSeconds must be below %s.terminationGracePeriodSeconds, or in-flight messages are killed mid-send" $channel $channel) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.email.enabled .Values.whatsapp.enabled (eq .Values.email.consumerGroup .Values.whatsapp.consumerGroup) }}
+{{- fail "email.consumerGroup and whatsapp.consumerGroup must differ" }}
+{{- end }}
+{{- if not .Values.sandbox.enabled }}
+{{- if and .Values.email.enabled (not .Values.email.sendgrid.existingSecret) }}
+{{- fail "email.sendgrid.existingSecret is required when sandbox.enabled is false (the SendGrid API key is never a plain value)" }}
+{{- end }}
+{{- if and .Values.whatsapp.enabled (not .Values.whatsapp.wasender.existingSecret) }}
+{{- fail "whatsapp.wasender.existingSecret is required when sandbox.enabled is false (the WASender API key is never a plain value)" }}
+{{- end }}
+{{- end }}
+{{- if eq .Values.kafka.mode "external" }}
+{{- if not .Values.kafka.external.bootstrapServers }}
+{{- fail "kafka.external.bootstrapServers is required when kafka.mode is external" }}
+{{- end }}
+{{- if include "notify.kafkaSaslEnabled" . }}
+{{- if not .Values.kafka.external.sasl.mechanism }}
+{{- fail (printf "kafka.external.sasl.mechanism is required with securityProtocol %s" .Values.kafka.external.securityProtocol) }}
+{{- end }}
+{{- if not .Values.kafka.external.sasl.username }}
+{{- fail "kafka.external.sasl.username is required with a SASL security protocol" }}
+{{- end }}
+{{- if not .Values.kafka.external.sasl.existingSecret }}
+{{- fail "kafka.external.sasl.existingSecret is required with a SASL security protocol (the password is never a plain value)" }}
+{{- end }}
+{{- end }}
+{{- else }}
+{{- if gt (int .Values.kafka.topics.replicationFactor) (int .Values.kafka.embedded.replicas) }}
+{{- fail "kafka.topics.replicationFactor cannot be above kafka.embedded.replicas" }}
+{{- end }}
+{{- end }}
+{{- if and (eq .Values.postgresql.mode "external") (not .Values.postgresql.external.existingSecret) }}
+{{- fail "postgresql.external.existingSecret is required when postgresql.mode is external (a Secret holding the DSN)" }}
+{{- end }}
+{{- if .Values.operator.enabled }}
+{{- fail "operator.enabled: the operator is not part of this chart version yet (it comes with the FrappeSite operator)" }}
+{{- end }}
+{{- end }}
+
+{{/* The sandbox's base URL (both fake providers). */}}
+{{- define "notify.sandboxUrl" -}}
+{{- printf "http://%s:%d" (include "notify.componentName" (dict "ctx" . "component" "sandbox")) (int .Values.sandbox.port) }}
+{{- end }}
+
+{{/* KEDA's name for a SASL mechanism. */}}
+{{- define "notify.kedaSasl" -}}
+{{- $m := .Values.kafka.external.sasl.mechanism }}
+{{- if eq $m "PLAIN" }}plaintext{{ else if eq $m "SCRAM-SHA-256" }}scram_sha256{{ else if eq $m "SCRAM-SHA-512" }}scram_sha512{{ end }}
+{{- end }}
+
+{{- define "notify.kedaAuthName" -}}
+{{- include "notify.componentName" (dict "ctx" . "component" "kafka-auth") }}
+{{- end }}
+
+{{- define "notify.kedaAuthNeeded" -}}
+{{- if or (include "notify.kafkaSaslEnabled" .) (and (include "notify.kafkaTlsEnabled" .) .Values.kafka.external.tls.caSecret) }}true{{ end }}
+{{- end }}
+
+{{/* ---------------------------------------------------------------- NetworkPolicy pieces */}}
+
+{{- define "notify.netpolKafkaEgress" -}}
+{{- if eq .Values.kafka.mode "embedded" -}}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "notify.selectorLabels" (dict "ctx" . "component" "kafka") | nindent 10 }}
+  ports:
+    - port: 9092
+      protocol: TCP
+{{- else -}}
+- to:
+    {{- toYaml .Values.networkPolicy.externalKafkaTo | nindent 4 }}
+  ports:
+    {{- range .Values.networkPolicy.kafkaPorts }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "notify.netpolPostgresqlEgress" -}}
+{{- if eq .Values.postgresql.mode "embedded" -}}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "notify.selectorLabels" (dict "ctx" . "component" "postgresql") | nindent 10 }}
+  ports:
+    - port: 5432
+      protocol: TCP
+{{- else -}}
+- to:
+    {{- toYaml .Values.networkPolicy.externalPostgresqlTo | nindent 4 }}
+  ports:
+    - port: {{ .Values.postgresql.external.port }}
+      protocol: TCP
+{{- end }}
+{{- end }}
