@@ -31,6 +31,8 @@ def configure_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # uvicorn's own loggers go through the same JSON handler; its access log is off (we count requests).
+    # httpx logs every request at INFO: the workers make thousands; their own log lines say what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

@@ -28,15 +28,15 @@ class Deployable:
 
     def start(self, timeout_s: float = 30.0) -> Deployable:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
         environ = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "KAFKA_", "NOTIFY_"))}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module],
-            cwd=ROOT,
-            env={**environ, **self.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.module],
+                cwd=ROOT,
+                env={**environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
