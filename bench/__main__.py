@@ -22,7 +22,7 @@ def main() -> None:
     if args.which in ("delivery", "all"):
         from bench import delivery
 
-        reports.append(delivery.run(args.duration))  # type: ignore[attr-defined]
+        reports.append(delivery.run(args.duration))
     out = Path(__file__).parent / "results" / "latest.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(r.markdown() for r in reports))

@@ -24,6 +24,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from lib import db
+from lib.batching import Batcher
 from lib.errors import NotifyError
 from lib.kafka import Publisher
 from lib.providers import DeliveryError, OutgoingMessage, Provider
@@ -64,8 +65,9 @@ class DeliveryStore:
         self.pool = pool
         self.worker_id = worker_id
         self.lease_s = lease_s
-        self._pending_sent: list[tuple[uuid.UUID, str, asyncio.Future[bool]]] = []
-        self._flush_scheduled = False
+        # Claims and SENT writes of messages handled at the same moment share one statement each.
+        self._claims: Batcher[uuid.UUID, dict[str, Any] | None] = Batcher(self._claim_batch)
+        self._sent: Batcher[tuple[uuid.UUID, str], bool] = Batcher(self._sent_batch)
 
     async def _one(self, name: str, **params: Any) -> dict[str, Any] | None:
         async with db.unavailable_on_error(), self.pool.connection() as conn:
@@ -73,7 +75,14 @@ class DeliveryStore:
             return row
 
     async def claim(self, message_id: uuid.UUID) -> dict[str, Any] | None:
-        return await self._one("claim_message", id=message_id, worker=self.worker_id, lease_s=self.lease_s)
+        """The claimed row, or None when the message is not free to take."""
+        return await self._claims.submit(message_id)
+
+    async def _claim_batch(self, ids: list[uuid.UUID]) -> list[dict[str, Any] | None]:
+        params = {"ids": ids, "worker": self.worker_id, "lease_s": self.lease_s}
+        async with db.unavailable_on_error(), self.pool.connection() as conn:
+            rows = {r["id"]: r for r in await (await conn.execute(db.query("claim_messages"), params)).fetchall()}
+        return [rows.get(message_id) for message_id in ids]
 
     async def state(self, message_id: uuid.UUID) -> dict[str, Any] | None:
         return await self._one("message_state", id=message_id)
@@ -106,27 +115,13 @@ class DeliveryStore:
             await conn.execute(db.query("release_claims"), {"ids": message_ids, "worker": self.worker_id})
 
     async def mark_sent(self, message_id: uuid.UUID, provider_message_id: str) -> bool:
-        """Queue the SENT write; writes finishing within the same loop turn go out as one statement."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending_sent.append((message_id, provider_message_id, future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._flush_sent()))
-        return await future
+        return await self._sent.submit((message_id, provider_message_id))
 
-    async def _flush_sent(self) -> None:
-        batch, self._pending_sent = self._pending_sent, []
-        self._flush_scheduled = False
-        params = {"ids": [b[0] for b in batch], "provider_ids": [b[1] for b in batch], "worker": self.worker_id}
-        try:
-            async with db.unavailable_on_error(), self.pool.connection() as conn:
-                written = {r["id"] for r in await (await conn.execute(db.query("mark_sent_many"), params)).fetchall()}
-        except NotifyError as exc:
-            for _, _, future in batch:
-                future.set_exception(exc)
-            return
-        for message_id, _, future in batch:
-            future.set_result(message_id in written)
+    async def _sent_batch(self, items: list[tuple[uuid.UUID, str]]) -> list[bool]:
+        params = {"ids": [i[0] for i in items], "provider_ids": [i[1] for i in items], "worker": self.worker_id}
+        async with db.unavailable_on_error(), self.pool.connection() as conn:
+            written = {r["id"] for r in await (await conn.execute(db.query("mark_sent_many"), params)).fetchall()}
+        return [message_id in written for message_id, _ in items]
 
 
 @dataclass
@@ -302,7 +297,9 @@ async def _attempt(
     except DeliveryError as exc:
         entry = _entry(attempts, exc)
         errors.append(entry)
-        if exc.temporary:
+        if exc.code == "provider_rate_limited":
+            ctx.breaker.hold(exc.retry_after_s or ctx.policy.base_delay_s)
+        elif exc.temporary:
             ctx.breaker.record_failure()
         else:
             ctx.breaker.record_neutral()

@@ -9,7 +9,6 @@ threshold (a worker's atomic claim makes a duplicate record harmless).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
@@ -23,6 +22,7 @@ from prometheus_client import Counter, Histogram
 
 from lib import db
 from lib.auth import SiteIdentity
+from lib.batching import Batcher
 from lib.errors import Conflict, Forbidden, NotFound, NotifyError, Unavailable, ValidationFailed
 from lib.kafka import Publisher
 from lib.records import NotificationRecord
@@ -135,47 +135,24 @@ class Acceptor:
     A bulk request is one such batch by itself.
     """
 
-    def __init__(
-        self, pool: Any, publisher: Publisher, kafka: KafkaSettings, *, max_batch: int = 256, max_in_flight: int = 4
-    ) -> None:
+    def __init__(self, pool: Any, publisher: Publisher, kafka: KafkaSettings, *, max_in_flight: int = 4) -> None:
         self.pool = pool
         self.publisher = publisher
         self.kafka = kafka
-        self.max_batch = max_batch
-        self.max_in_flight = max_in_flight
-        self._waiting: list[tuple[_Item, asyncio.Future[bool]]] = []
-        self._in_flight = 0
+        self._batcher: Batcher[_Item, bool] = Batcher(self._store_batch, max_in_flight=max_in_flight)
 
     async def accept(self, site: SiteIdentity, req: NotificationRequest) -> Accepted:
         check_channel(site, req.channel)
         item = _Item(uuid.uuid4(), site, req)
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future))
-        self._kick()
-        if await future:
+        if await self._batcher.submit(item):
             ACCEPTED.labels(req.channel).inc()
             log.debug("message accepted", extra={"message_id": str(item.message_id), "site_id": str(site.site_id)})
             return Accepted(item.message_id, replayed=False)
         return await self._replay(site, req)
 
-    def _kick(self) -> None:
-        while self._waiting and self._in_flight < self.max_in_flight:
-            batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
-            self._in_flight += 1
-            asyncio.get_running_loop().create_task(self._flush(batch))
-
-    async def _flush(self, batch: list[tuple[_Item, asyncio.Future[bool]]]) -> None:
-        try:
-            inserted = await self._store([item for item, _ in batch])
-        except NotifyError as exc:
-            for _, future in batch:
-                future.set_exception(exc)
-        else:
-            for item, future in batch:
-                future.set_result(item.message_id in inserted)
-        finally:
-            self._in_flight -= 1
-            self._kick()
+    async def _store_batch(self, items: list[_Item]) -> list[bool]:
+        inserted = await self._store(items)
+        return [item.message_id in inserted for item in items]
 
     async def _store(self, items: list[_Item]) -> set[uuid.UUID]:
         """Insert in one statement, publish what was inserted; the ids inserted (others: key replays)."""

@@ -43,6 +43,8 @@ class CircuitBreaker:
 
     A successful probe closes it; a failed one opens it again for twice as long (up to ``max_open_s``).
     Messages that find it open wait: they are neither failed nor dead-lettered for it.
+    A 429 is not a failure of the provider but an order to slow down: ``hold`` makes every caller wait out
+    its Retry-After, without counting towards opening the circuit.
     """
 
     def __init__(
@@ -60,6 +62,10 @@ class CircuitBreaker:
         self._open_s = open_s
         self._opened_at: float | None = None
         self._probe_out = False
+        self._held_until = 0.0
+
+    def hold(self, seconds: float) -> None:
+        self._held_until = max(self._held_until, self._clock() + seconds)
 
     @property
     def state(self) -> CircuitState:
@@ -71,6 +77,9 @@ class CircuitBreaker:
 
     def acquire(self) -> float:
         """0.0: go ahead and call the provider; else the seconds to wait before asking again."""
+        held = self._held_until - self._clock()
+        if held > 0:
+            return held
         state = self.state
         if state is CircuitState.CLOSED:
             return 0.0

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import uvicorn
+import uvloop
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import Gauge
 from starlette.applications import Starlette
@@ -148,6 +149,7 @@ class ChannelWorker:
         self.last_poll = 0.0
         self.assigned: set[TP] = set()
         self._paused = False
+        self._room = asyncio.Event()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"kafka-{settings.channel}")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._consumer = Consumer(self._consumer_config())
@@ -163,6 +165,8 @@ class ChannelWorker:
             "statistics.interval.ms": 5000,
             "stats_cb": self._on_stats,
             "max.poll.interval.ms": 300_000,
+            # A resumed or idle partition is fetched again within 100 ms, not the default 500.
+            "fetch.wait.max.ms": 100,
         }
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -184,8 +188,16 @@ class ChannelWorker:
         try:
             while not stop.is_set():
                 room = self.settings.concurrency - len(self.tasks)
+                if room <= 0:
+                    # Full: wait for a message to finish. Records keep arriving in librdkafka's local queue;
+                    # only a long stall pauses the partitions, so the consumer keeps polling (and its place
+                    # in the group) while every in-flight message waits, e.g. on an open circuit.
+                    self._room.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._room.wait(), timeout=5.0)
+                    room = self.settings.concurrency - len(self.tasks)
                 await self._call(self._set_paused, room <= 0)
-                messages = await self._call(self._consumer.consume, max(1, min(room, 500)), 0.1)
+                messages = await self._call(self._fetch, room)
                 self.last_poll = time.monotonic()
                 for message in messages:
                     self._take(message)
@@ -197,6 +209,13 @@ class ChannelWorker:
         finally:
             await self._call(self._consumer.close)
             self._thread.shutdown(wait=True)
+
+    def _fetch(self, room: int) -> list[Message]:
+        """Up to ``room`` records: wait at most 100 ms for the first, then take what is already here."""
+        first = self._consumer.poll(0.1)
+        if first is None:
+            return []
+        return [first, *self._consumer.consume(room - 1, 0)] if room > 1 else [first]
 
     def _take(self, message: Message) -> None:
         error = message.error()
@@ -216,6 +235,7 @@ class ChannelWorker:
     def _done(self, task: asyncio.Task[None]) -> None:
         self.tasks.pop(task, None)
         IN_FLIGHT.labels(self.settings.channel).set(len(self.tasks))
+        self._room.set()
 
     async def _handle(self, message: Message, entry: _InFlight) -> None:
         """Handle one record until it is finished; a failure of our own (database down) retries, never skips."""
@@ -407,4 +427,4 @@ async def serve(settings: WorkerSettings, provider: Provider) -> None:
 
 def run(settings: WorkerSettings, provider_factory: Callable[[WorkerSettings], Provider]) -> None:
     configure_logging(settings.log_level)
-    asyncio.run(serve(settings, provider_factory(settings)))
+    uvloop.run(serve(settings, provider_factory(settings)))

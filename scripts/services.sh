@@ -25,14 +25,16 @@ start_one() {
     log "already running (pid $(cat "$(pid_file "$name")"))"
     return
   fi
-  local port_env=()
+  local port_env=(LOG_LEVEL="${LOG_LEVEL:-INFO}")
   case $name in
-    email) port_env=(WORKER_HTTP_PORT=8081) ;;
-    whatsapp) port_env=(WORKER_HTTP_PORT=8082) ;;
+    email) port_env+=(WORKER_HTTP_PORT=8081) ;;
+    whatsapp) port_env+=(WORKER_HTTP_PORT=8082) ;;
   esac
+  # A simple command in the background, so $! is the server itself (env, setsid and nohup all exec);
   # stdin and inherited descriptors closed: the server must not hold the caller's terminal or pipes.
-  (cd "$ROOT" && env "${port_env[@]}" setsid nohup "$PY" -m "functions.$name" </dev/null >>"$LOG_DIR/$name.log" 2>&1 3>&- &
-    echo $! >"$(pid_file "$name")")
+  cd "$ROOT"
+  env "${port_env[@]}" setsid nohup "$PY" -m "functions.$name" </dev/null >>"$LOG_DIR/$name.log" 2>&1 3>&- &
+  echo $! >"$(pid_file "$name")"
   local deadline=$((SECONDS + 30))
   until curl -fsS -o /dev/null "$(health_url "$name")" 2>/dev/null; do
     is_running "$name" || die "exited during start-up"

@@ -119,3 +119,12 @@ def test_a_record_survives_the_wire() -> None:
     assert NotificationRecord.from_bytes(record.to_bytes()) == record
     with pytest.raises(ValueError):
         NotificationRecord.from_bytes(b'{"v": 99}')
+
+
+def test_a_429_holds_every_caller_without_opening_the_circuit() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=1, open_s=10, clock=clock)
+    breaker.hold(3.0)
+    assert breaker.acquire() == pytest.approx(3.0) and breaker.state is CircuitState.CLOSED
+    clock.now += 3.0
+    assert breaker.acquire() == 0.0

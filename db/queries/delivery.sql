@@ -1,12 +1,13 @@
--- name: claim_message
--- Take a message for delivery: a PENDING one, or one whose holder's lease ran out. The first attempt
--- starts here (attempts + 1) so a claim costs one round trip. Returns the state before the claim, so the
--- caller knows whether it took over from a worker that may have been inside a provider call.
+-- name: claim_messages
+-- Take messages for delivery: PENDING ones, or ones whose holder's lease ran out. The first attempt starts
+-- here (attempts + 1), so a claim costs no extra round trip, and concurrent claims share one statement.
+-- Returns the state before the claim, so the caller knows whether it took over from a worker that may have
+-- been inside a provider call. Rows are locked in id order: two workers never deadlock on a shared batch.
 UPDATE message_logs m
 SET status = 'PROCESSING', claimed_by = %(worker)s, attempts = m.attempts + 1,
     lease_until = now() + make_interval(secs => %(lease_s)s)
 FROM (SELECT id, status AS old_status, attempts AS old_attempts
-      FROM message_logs WHERE id = %(id)s FOR UPDATE) o
+      FROM message_logs WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id FOR UPDATE) o
 WHERE m.id = o.id
   AND (m.status = 'PENDING' OR (m.status = 'PROCESSING' AND m.lease_until < now()))
 RETURNING m.id, m.site_id, m.channel::text, m.recipient, m.subject, m.body, m.html, m.metadata, m.attempts,

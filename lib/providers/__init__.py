@@ -89,8 +89,30 @@ def error_for_transport(provider: str, exc: httpx.HTTPError) -> DeliveryError:
     return DeliveryError(f"{provider} {kind}: {exc!r}"[:1000], code="provider_unreachable", temporary=True)
 
 
-def http_client(timeout_s: float, max_connections: int) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout_s),
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-    )
+class HttpClients:
+    """A few ``httpx.AsyncClient``s used in turn.
+
+    httpcore's pool (1.0.9) slows down sharply as one client's connections grow: 64 concurrent requests
+    through one client ran about 9 times slower here than through eight clients of eight connections.
+    """
+
+    PER_CLIENT = 8
+
+    def __init__(self, timeout_s: float, max_connections: int) -> None:
+        count = max(1, -(-max_connections // self.PER_CLIENT))
+        limits = httpx.Limits(max_connections=self.PER_CLIENT, max_keepalive_connections=self.PER_CLIENT)
+        self._clients = [httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), limits=limits) for _ in range(count)]
+        self._next = 0
+
+    async def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        client = self._clients[self._next]
+        self._next = (self._next + 1) % len(self._clients)
+        return await client.post(url, **kwargs)
+
+    async def aclose(self) -> None:
+        for client in self._clients:
+            await client.aclose()
+
+
+def http_client(timeout_s: float, max_connections: int) -> HttpClients:
+    return HttpClients(timeout_s, max_connections)

@@ -68,6 +68,8 @@ class Stack:
         port = free_port()
         env = {
             "WORKER_HTTP_PORT": str(port),
+            # A group per test: a worker killed by an earlier test stays a member until its session times out.
+            "KAFKA_CONSUMER_GROUP": f"{self.kafka.topic_prefix}-{channel}",
             "WORKER_LEASE_SECONDS": "5",
             "PROVIDER_TIMEOUT_SECONDS": "2",
             "WORKER_SHUTDOWN_GRACE_SECONDS": "10",

@@ -1,0 +1,237 @@
+"""Issue 3's benchmark: one worker process's delivery rate and end-to-end latency against their baselines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import httpx
+import psycopg
+
+from bench.api import ADMIN, BODY
+from bench.common import Child, Report, fresh_database, fresh_topics, verdict
+from bench.tools import Target, attack
+from lib.providers import HttpClients
+from tests.conftest import free_port
+
+CONCURRENCY = 64
+SENDGRID_KEY = "bench-sendgrid-key"
+
+
+def _raw_fake(url: str, concurrency: int, seconds: float) -> float:
+    """R_fake: a bare httpx loop posting valid Mail Send bodies at the same concurrency."""
+    body = {
+        "personalizations": [{"to": [{"email": "a@example.com"}]}],
+        "from": {"email": "n@example.com"},
+        "subject": "s",
+        "content": [{"type": "text/plain", "value": BODY}],
+    }
+
+    async def run() -> int:
+        done = 0
+        # The same client set-up as the workers (see lib.providers.HttpClients: one big httpx pool is slow).
+        client = HttpClients(timeout_s=30, max_connections=concurrency)
+        try:
+            deadline = time.perf_counter() + seconds
+
+            async def loop() -> None:
+                nonlocal done
+                while time.perf_counter() < deadline:
+                    response = await client.post(
+                        f"{url}/v3/mail/send", json=body, headers={"Authorization": f"Bearer {SENDGRID_KEY}"}
+                    )
+                    done += response.status_code == 202
+
+            await asyncio.gather(*(loop() for _ in range(concurrency)))
+        finally:
+            await client.aclose()
+        return done
+
+    started = time.perf_counter()
+    done = asyncio.run(run())
+    return done / (time.perf_counter() - started)
+
+
+def _faults(url: str, **settings: Any) -> None:
+    httpx.put(f"{url}/_sandbox/faults/sendgrid", json=settings).raise_for_status()
+    httpx.delete(f"{url}/_sandbox/messages").raise_for_status()
+
+
+class Bench:
+    def __init__(self) -> None:
+        self.dsn = fresh_database("notify_bench_delivery")
+        self.kafka = fresh_topics()
+        self.common = {
+            "DATABASE_URL": self.dsn,
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
+            "NOTIFY_TOPIC_PREFIX": self.kafka.topic_prefix,
+            "LOG_LEVEL": "WARNING",
+        }
+        port = free_port()
+        self.sandbox_url = f"http://127.0.0.1:{port}"
+        self.sandbox = Child(
+            "sandbox",
+            ["-m", "functions.sandbox"],
+            {"SANDBOX_PORT": str(port), "SANDBOX_SENDGRID_API_KEY": SENDGRID_KEY, "LOG_LEVEL": "WARNING"},
+            f"{self.sandbox_url}/healthz",
+        )
+        port = free_port()
+        self.api_url = f"http://127.0.0.1:{port}"
+        self.api = Child(
+            "api",
+            ["-m", "functions.api"],
+            {**self.common, "API_PORT": str(port), "NOTIFY_ADMIN_TOKEN": ADMIN, "STUCK_PENDING_AFTER_SECONDS": "0"},
+            f"{self.api_url}/healthz",
+        )
+        site = httpx.post(
+            f"{self.api_url}/api/v1/site/register",
+            headers={"Authorization": f"Bearer {ADMIN}"},
+            json={"site_name": f"bench-{uuid.uuid4().hex[:6]}.example.com"},
+            timeout=30,
+        ).json()
+        self.key = site["api_key"]
+
+    def worker(self) -> Child:
+        port = free_port()
+        env = {
+            **self.common,
+            "WORKER_HTTP_PORT": str(port),
+            "WORKER_CONCURRENCY": str(CONCURRENCY),
+            "SENDGRID_API_KEY": SENDGRID_KEY,
+            "SENDGRID_API_URL": self.sandbox_url,
+            "SENDGRID_FROM": "bench@example.com",
+            "PROVIDER_RETRY_BASE_SECONDS": "0.2",
+        }
+        return Child(f"email-worker-{port}", ["-m", "functions.email"], env, f"http://127.0.0.1:{port}/healthz")
+
+    def backlog(self, count: int) -> list[str]:
+        ids: list[str] = []
+        items = [
+            {"channel": "email", "recipient": f"u{i}@example.com", "subject": f"s{i}", "body": BODY}
+            for i in range(1000)
+        ]
+        while len(ids) < count:
+            response = httpx.post(
+                f"{self.api_url}/api/v1/notifications/bulk",
+                json={"items": items[: count - len(ids)]},
+                headers={"X-Site-Key": self.key},
+                timeout=60,
+            )
+            ids += [r["message_id"] for r in response.json()["results"]]
+        return ids
+
+    def wait_final(self, ids: list[str], timeout_s: float = 300) -> list[tuple[str, Any, Any]]:
+        deadline = time.monotonic() + timeout_s
+        with psycopg.connect(self.dsn) as conn:
+            while True:
+                rows = conn.execute(
+                    "SELECT status::text, created_at, sent_at FROM message_logs WHERE id = ANY(%s::uuid[])", (ids,)
+                ).fetchall()
+                if all(r[0] in ("SENT", "FAILED") for r in rows) and len(rows) == len(ids):
+                    return rows
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the backlog did not drain")
+                time.sleep(0.2)
+
+    def delivery_rate(self, count: int) -> float:
+        ids = self.backlog(count)
+        worker = self.worker()
+        try:
+            rows = self.wait_final(ids)
+        finally:
+            worker.stop()
+        sent = sorted(r[2] for r in rows if r[2] is not None)
+        return (len(sent) - 1) / (sent[-1] - sent[0]).total_seconds()
+
+    def stop(self) -> None:
+        self.api.stop()
+        self.sandbox.stop()
+
+
+def run(duration_s: float) -> Report:
+    report = Report(f"Delivery: one email worker process, in-flight limit C = {CONCURRENCY}")
+    bench = Bench()
+    try:
+        rates = {}
+        for latency_ms in (0, 100):
+            _faults(bench.sandbox_url, latency_ms=latency_ms)
+            r_fake = _raw_fake(bench.sandbox_url, CONCURRENCY, duration_s)
+            ideal = CONCURRENCY / (latency_ms / 1000) if latency_ms else float("inf")
+            _faults(bench.sandbox_url, latency_ms=latency_ms)
+            rate = bench.delivery_rate(6000 if latency_ms else 8000)
+            rates[latency_ms] = rate
+            bound = min(ideal, r_fake)
+            report.add(
+                f"L = {latency_ms} ms: R_fake (raw httpx loop, C = {CONCURRENCY}), calls/s",
+                f"{r_fake:.0f}",
+                "C/L = " + ("inf" if ideal == float("inf") else f"{ideal:.0f}"),
+            )
+            report.add(
+                f"L = {latency_ms} ms: worker deliveries/s (incl. PostgreSQL status writes)",
+                f"{rate:.0f}",
+                f"{rate / bound:.2f} x min(C/L, R_fake)",
+                verdict(rate >= 0.8 * bound, ">= 0.8"),
+            )
+
+        # End-to-end latency at half the measured capacity (L = 100 ms), accept -> SENT from the rows.
+        _faults(bench.sandbox_url, latency_ms=100)
+        worker = bench.worker()
+        try:
+            rate = 0.5 * rates[100]
+            body = json.dumps(
+                {"channel": "email", "recipient": "e2e@example.com", "subject": "s", "body": BODY}
+            ).encode()
+            target = Target(
+                "POST",
+                f"{bench.api_url}/api/v1/notifications/send",
+                body,
+                {"Content-Type": "application/json", "X-Site-Key": bench.key},
+            )
+            started = time.time()
+            accepted = attack([target], duration_s=duration_s, rate=rate, workers=16)
+            with psycopg.connect(bench.dsn) as conn:
+                ids = [
+                    r[0] for r in conn.execute("SELECT id::text FROM message_logs WHERE recipient = 'e2e@example.com'")
+                ]
+            rows = bench.wait_final(ids)
+        finally:
+            worker.stop()
+        lat = sorted((r[2] - r[1]).total_seconds() * 1000 for r in rows if r[2] is not None)
+        p50, p99 = statistics.median(lat), lat[int(0.99 * (len(lat) - 1))]
+        report.add(
+            f"accept -> SENT at {rate:.0f}/s (L = 100 ms): p50 / p99 ms",
+            f"{p50:.0f} / {p99:.0f}",
+            f"API p50 {accepted.p50_ms:.1f} ms; {len(lat)} messages in {time.time() - started:.0f} s",
+            verdict(p50 <= accepted.p50_ms + 100 + 15 and p99 <= 100 + 100, "p50 <= API p50 + L + 15, p99 <= L + 100"),
+        )
+
+        # Under injected 429s and 5xx: nothing lost, nothing sent twice.
+        _faults(bench.sandbox_url, latency_ms=5, fail_rate=0.15, fail_status=503, rate_limit_next=100, retry_after_s=1)
+        ids = bench.backlog(2000)
+        worker = bench.worker()
+        try:
+            rows = bench.wait_final(ids)
+        finally:
+            worker.stop()
+        outcomes = Counter(r[0] for r in rows)
+        calls = httpx.get(f"{bench.sandbox_url}/_sandbox/messages", params={"provider": "sendgrid"}).json()["items"]
+        per_id = Counter(c["custom_args"].get("notify_message_id") for c in calls)
+        stats = httpx.get(f"{bench.sandbox_url}/_sandbox/stats").json()["sendgrid"]
+        twice = sum(1 for n in per_id.values() if n > 1)
+        report.add(
+            "2000 messages under 15% 503s and 100 429s: final states",
+            json.dumps(dict(outcomes)),
+            f"provider answers {json.dumps(stats)}",
+            verdict(
+                sum(outcomes.values()) == 2000 and twice == 0 and outcomes["SENT"] == len(per_id),
+                f"nothing lost; {twice} sent twice",
+            ),
+        )
+    finally:
+        bench.stop()
+    return report

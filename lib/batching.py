@@ -1,0 +1,57 @@
+"""Gathering concurrent calls into one round trip (group commit).
+
+Callers ``submit`` one item each and await their own result; whatever arrives while earlier batches are
+being written goes out together as the next batch. Under light load a batch is one item and nothing
+waits; under heavy load one statement serves hundreds of callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class Batcher(Generic[Item, Result]):
+    def __init__(
+        self,
+        flush: Callable[[list[Item]], Awaitable[Sequence[Result]]],
+        *,
+        max_batch: int = 256,
+        max_in_flight: int = 2,
+    ) -> None:
+        self._flush_items = flush
+        self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
+        self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._in_flight = 0
+
+    async def submit(self, item: Item) -> Result:
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        self._kick()
+        return await future
+
+    def _kick(self) -> None:
+        while self._waiting and self._in_flight < self.max_in_flight:
+            batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
+            self._in_flight += 1
+            asyncio.get_running_loop().create_task(self._flush(batch))
+
+    async def _flush(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        try:
+            results = await self._flush_items([item for item, _ in batch])
+        except Exception as exc:  # every caller of the batch gets the error, none is left waiting
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+        else:
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+        finally:
+            self._in_flight -= 1
+            self._kick()
