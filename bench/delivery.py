@@ -146,7 +146,8 @@ class Bench:
         finally:
             worker.stop()
         sent = sorted(r[2] for r in rows if r[2] is not None)
-        return (len(sent) - 1) / (sent[-1] - sent[0]).total_seconds()
+        span: float = (sent[-1] - sent[0]).total_seconds()
+        return (len(sent) - 1) / span
 
     def stop(self) -> None:
         self.api.stop()

@@ -1,7 +1,9 @@
-"""Structured JSON logs: one object per line, with the ``extra`` fields (message_id, site_id, ...)."""
+"""Process set-up shared by the deployables: structured JSON logs (one object per line, with the ``extra``
+fields: message_id, site_id, ...) and garbage-collector tuning."""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import sys
@@ -36,3 +38,10 @@ def configure_logging(level: str = "INFO") -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+
+
+def tune_gc() -> None:
+    """Call once start-up is done. Everything alive then lives as long as the process: keep the collector
+    from rescanning it, and collect the young generation less often (fewer, shorter pauses in the tail)."""
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)

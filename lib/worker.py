@@ -38,7 +38,7 @@ from lib.delivery import DeliveryContext, DeliveryStore, Outcome, handle
 from lib.errors import NotifyError
 from lib.http import EXCEPTION_HANDLERS, healthz, metrics_endpoint
 from lib.kafka import Publisher
-from lib.logs import configure_logging
+from lib.logs import configure_logging, tune_gc
 from lib.providers import Provider
 from lib.ratelimit import TokenBucket
 from lib.resilience import CircuitBreaker, RetryPolicy
@@ -413,6 +413,7 @@ async def serve(settings: WorkerSettings, provider: Provider) -> None:
             )
         )
         http_task = asyncio.create_task(http.serve())
+        tune_gc()
         log.info(
             "worker started",
             extra={"channel": settings.channel, "group": settings.consumer_group, "worker_id": ctx.store.worker_id},

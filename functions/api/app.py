@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hmac
 import logging
 from collections.abc import AsyncIterator
@@ -28,6 +27,7 @@ from lib.auth import Authenticator, SiteIdentity
 from lib.errors import NotifyError, TooManyRequests, Unauthorized, Unavailable
 from lib.http import EXCEPTION_HANDLERS, RequestMetrics, healthz, metrics_endpoint, read_json
 from lib.kafka import Publisher
+from lib.logs import tune_gc
 from lib.ratelimit import TokenBucket
 from lib.validation import check_idempotency_key, parse_notification
 
@@ -258,10 +258,7 @@ def create_app(settings: ApiSettings) -> Starlette:
         svc = Services(settings, pool, publisher, auth, acceptor, {})
         app.state.services = svc
         sweeper = asyncio.create_task(sweep_stuck_pending(svc)) if settings.stuck_pending_after_s > 0 else None
-        # Everything alive now lives as long as the process: keep the collector from rescanning it, and
-        # collect the young generation less often (fewer, shorter pauses in the request path's tail).
-        gc.freeze()
-        gc.set_threshold(20_000, 20, 20)
+        tune_gc()
         try:
             yield
         finally:
