@@ -387,7 +387,7 @@ SETTINGS: dict[str, Any] = {"api": ApiSettings, "email": EmailWorkerSettings, "w
 SOURCES = [
     *(ROOT / "lib").rglob("*.py"),
     *(ROOT / "functions").rglob("*.py"),
-    ROOT / "docs" / "config.md",
+    ROOT / "README.md",
     CHART / "files" / "smoke_test.py",
 ]
 

@@ -1,0 +1,55 @@
+"""Rules of the code base that a reviewer would otherwise have to remember."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOYABLES = sorted(p.name for p in (ROOT / "functions").iterdir() if (p / "__init__.py").exists())
+ENV_READ = re.compile(r'env\.(?:text|secret|integer|number|flag)\("([A-Z0-9_]+)"')
+
+
+def imported_modules(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_deployables_import_lib_never_each_other() -> None:
+    assert {"api", "email", "whatsapp", "sandbox"} <= set(DEPLOYABLES)
+    for name in DEPLOYABLES:
+        for path in (ROOT / "functions" / name).rglob("*.py"):
+            others = {
+                m
+                for m in imported_modules(path)
+                if m.startswith("functions.") and not m.startswith(f"functions.{name}")
+            }
+            assert not others, f"{path.relative_to(ROOT)} imports {others}"
+    for path in (ROOT / "lib").rglob("*.py"):
+        assert not {m for m in imported_modules(path) if m.startswith("functions")}, path
+
+
+def test_every_setting_is_in_the_readme_table() -> None:
+    read = {
+        m for p in [*ROOT.glob("lib/**/*.py"), *ROOT.glob("functions/**/*.py")] for m in ENV_READ.findall(p.read_text())
+    }
+    table = ROOT.joinpath("README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    assert len(read) > 40
+    missing = sorted(v for v in read if f"`{v}`" not in table)
+    assert not missing, f"not in the README's configuration table: {missing}"
+
+
+def test_sql_lives_in_db_files() -> None:
+    """Queries are named in db/queries; code refers to them by name. The migration runner keeps its own
+    bookkeeping table, which must exist before any migration, and is the one exception."""
+    for path in (ROOT / "lib").rglob("*.py"):
+        if path.name == "migrate.py":
+            continue
+        text = path.read_text()
+        assert not re.search(r'"\s*(UPDATE|INSERT INTO|DELETE FROM)\s', text), f"inline SQL in {path.relative_to(ROOT)}"
