@@ -87,7 +87,7 @@ class Authenticator:
         bcrypt_concurrency: int = 1,
         failure_limit: int = 10,
         failure_window_s: float = 60.0,
-        bcrypt_per_s: float = 2.0,
+        bcrypt_per_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pool = pool
@@ -101,7 +101,7 @@ class Authenticator:
         self._failure_window_s = failure_window_s
         self._max_entries = max_entries
         self._clock = clock
-        self._bcrypt_budget = TokenBucket(bcrypt_per_s, burst=max(1.0, 4 * bcrypt_per_s), clock=clock)
+        self._bcrypt_budget = TokenBucket(bcrypt_per_s, burst=max(2.0, 4 * bcrypt_per_s), clock=clock)
 
     async def authenticate(self, presented: str | None) -> SiteIdentity:
         key = keys.parse_key(presented)

@@ -94,7 +94,7 @@ async def test_wrong_keys_are_remembered_and_throttled(pool: AsyncConnectionPool
     site = await new_site(pool)
     lookup_id = keys.parse_key(site["api_key"]).lookup_id
     clock = Clock()
-    auth = Authenticator(pool, negative_ttl_s=5, failure_limit=3, failure_window_s=60, clock=clock)
+    auth = Authenticator(pool, negative_ttl_s=5, failure_limit=3, failure_window_s=60, bcrypt_per_s=100, clock=clock)
     await auth.authenticate(site["api_key"])  # the right key, cached
     before = bcrypt_count("mismatch")
     wrong = [f"nfy_{lookup_id}_{uuid.uuid4().hex}{uuid.uuid4().hex[:11]}" for _ in range(5)]

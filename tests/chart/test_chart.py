@@ -441,7 +441,7 @@ def test_each_documented_value_reaches_its_variable() -> None:
         ):
             continue
         current = get_path(defaults, path)
-        new: Any = current + 7 + n if isinstance(current, int) else f"x{n}@example.com"
+        new: Any = current + 7 + n if isinstance(current, int | float) else f"x{n}@example.com"
         set_path(overrides, path, new)
         expected[(path.split(".")[0], var)] = str(new)
     overrides.setdefault("sandbox", {})["enabled"] = False
