@@ -7,8 +7,10 @@
   processes; the process that rotates or suspends forgets the site at once.
 - bcrypt runs in a worker thread behind a semaphore, so it never blocks the event loop and never takes
   every core; concurrent requests with the same uncached key share one verification.
-- Wrong keys are remembered for ``negative_ttl_s``; a lookup id with more than ``failure_limit`` failures in
-  ``failure_window_s`` gets 429 without any bcrypt until the window ends (cached right keys still pass).
+- Made-up lookup ids are refused from an in-memory set of every lookup id (``KnownLookupIds``), so they
+  cost no query each. Wrong keys are remembered for ``negative_ttl_s``; a lookup id with more than
+  ``failure_limit`` failures in ``failure_window_s`` gets 429 without any bcrypt until the window ends
+  (cached right keys still pass).
 - bcrypt itself has a budget (``bcrypt_per_s``, with a small burst): a verification takes a token and a
   match gives it back, so right keys never run it down while a flood of wrong keys gets 429 instead of CPU.
 """
@@ -21,6 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -76,6 +79,60 @@ class _BoundedCache:
             del self._items[digest]
 
 
+class KnownLookupIds:
+    """Every key lookup id in the database, in memory, so a made-up one costs no query of its own.
+
+    A lookup id missing from the set waits for a refresh that *started after it arrived* (one incremental
+    query serves every such request; at most one every ``min_interval_s``). A key registered a moment ago
+    by another API process is therefore found, a made-up one refused, and a flood of made-up ones costs a
+    few queries a second instead of one each.
+    """
+
+    MARGIN = timedelta(minutes=1)
+
+    def __init__(self, pool: Any, *, min_interval_s: float = 0.1, clock: Callable[[], float] = time.monotonic) -> None:
+        self._pool = pool
+        self._ids: set[str] = set()
+        self._watermark: datetime | None = None
+        self._min_interval_s = min_interval_s
+        self._clock = clock
+        self._task: asyncio.Future[None] | None = None
+        self._task_started = float("-inf")
+        self.refreshes = 0
+
+    async def contains(self, lookup_id: str) -> bool:
+        if lookup_id in self._ids:
+            return True
+        arrived = self._clock()
+        while True:
+            task, started = self._task, self._task_started
+            if task is not None and not task.done():
+                await asyncio.shield(task)
+                if started >= arrived:
+                    break
+                continue
+            if task is not None and started >= arrived:
+                task.result()  # finished after we arrived: it counts (and its error is ours)
+                break
+            wait = started + self._min_interval_s - self._clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            self._task_started = self._clock()
+            self._task = asyncio.ensure_future(self._refresh())
+        return lookup_id in self._ids
+
+    async def _refresh(self) -> None:
+        self.refreshes += 1
+        since = self._watermark - self.MARGIN if self._watermark else datetime(1970, 1, 1, tzinfo=UTC)
+        async with db.unavailable_on_error(), self._pool.connection() as conn:
+            rows = await (await conn.execute(db.query("key_lookup_ids_since"), {"since": since})).fetchall()
+        for row in rows:
+            self._ids.add(row["key_lookup_id"])
+            if self._watermark is None or row["key_created_at"] > self._watermark:
+                self._watermark = row["key_created_at"]
+
+
 class Authenticator:
     def __init__(
         self,
@@ -87,7 +144,7 @@ class Authenticator:
         bcrypt_concurrency: int = 1,
         failure_limit: int = 10,
         failure_window_s: float = 60.0,
-        bcrypt_per_s: float = 0.5,
+        bcrypt_per_s: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pool = pool
@@ -101,6 +158,7 @@ class Authenticator:
         self._failure_window_s = failure_window_s
         self._max_entries = max_entries
         self._clock = clock
+        self._known = KnownLookupIds(pool, clock=clock)
         self._bcrypt_budget = TokenBucket(bcrypt_per_s, burst=max(2.0, 4 * bcrypt_per_s), clock=clock)
 
     async def authenticate(self, presented: str | None) -> SiteIdentity:
@@ -114,6 +172,9 @@ class Authenticator:
         AUTH_CACHE.labels("stale" if verified else "miss").inc()
         if verified is None:
             self._refuse_if_throttled(key.lookup_id, now)
+            if not await self._known.contains(key.lookup_id):
+                self._cache.put(_Entry(key.digest, None, self._clock() + self._negative_ttl_s))
+                raise Unauthorized("the API key is not valid", code="invalid_api_key")
         shared = self._in_flight.get(key.digest)
         if shared is not None:
             return _admit(await asyncio.shield(shared))

@@ -142,3 +142,23 @@ async def test_bcrypt_budget_refuses_floods_but_not_right_keys(pool: AsyncConnec
     clock.now += 1.0
     with pytest.raises(Unauthorized):
         await auth.authenticate(wrong[5])
+
+
+async def test_lookup_ids_are_known_without_a_query_each(pool: AsyncConnectionPool[Any]) -> None:
+    auth = Authenticator(pool)
+    first = await new_site(pool)
+    await auth.authenticate(first["api_key"])  # loads the set
+    later = await new_site(pool)  # as if registered through another API process, after the load
+    assert str((await auth.authenticate(later["api_key"])).site_id) == later["site_id"]
+    made_up = [keys.issue_key(rounds=4).plain for _ in range(50)]
+    refreshes = auth._known.refreshes
+    assert sum(await asyncio.gather(*(_refused(auth, k) for k in made_up))) == 50
+    assert auth._known.refreshes - refreshes <= 2  # fifty made-up ids, one or two shared refreshes
+
+
+async def _refused(auth: Authenticator, key: str) -> int:
+    try:
+        await auth.authenticate(key)
+    except Unauthorized:
+        return 1
+    return 0

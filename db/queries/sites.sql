@@ -40,3 +40,8 @@ UPDATE frappe_sites SET
 WHERE site_name = %(site_name)s
 RETURNING id, site_name, site_url, status::text, enabled_channels::text[], rate_limit_per_minute,
           key_created_at, created_at, updated_at;
+
+-- name: key_lookup_ids_since
+-- The auth filter's incremental refresh. A key's key_created_at is its transaction's start, which can be
+-- earlier than a refresh that ran before it committed: the caller re-reads a margin behind its watermark.
+SELECT key_lookup_id, key_created_at FROM frappe_sites WHERE key_created_at >= %(since)s;

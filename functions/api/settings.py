@@ -23,7 +23,7 @@ class ApiSettings:
     auth_bcrypt_concurrency: int = 1
     auth_failure_limit: int = 10
     auth_failure_window_s: float = 60.0
-    auth_bcrypt_per_s: float = 0.5
+    auth_bcrypt_per_s: float = 0.2
     kafka_delivery_timeout_ms: int = 10_000
     stuck_pending_after_s: float = 300.0
 
@@ -44,7 +44,7 @@ class ApiSettings:
             auth_bcrypt_concurrency=env.integer("AUTH_BCRYPT_CONCURRENCY", 1, minimum=1),
             auth_failure_limit=env.integer("AUTH_FAILURE_LIMIT", 10, minimum=1),
             auth_failure_window_s=env.number("AUTH_FAILURE_WINDOW_SECONDS", 60.0, minimum=1),
-            auth_bcrypt_per_s=env.number("AUTH_BCRYPT_PER_SECOND", 0.5, minimum=0.1),
+            auth_bcrypt_per_s=env.number("AUTH_BCRYPT_PER_SECOND", 0.2, minimum=0.01),
             kafka_delivery_timeout_ms=env.integer("KAFKA_DELIVERY_TIMEOUT_MS", 10_000, minimum=100),
             stuck_pending_after_s=env.number("STUCK_PENDING_AFTER_SECONDS", 300.0, minimum=0),
         )
