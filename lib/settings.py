@@ -6,8 +6,11 @@ Each deployable builds its own frozen settings object from these helpers (``func
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+N = TypeVar("N", int, float)
 
 
 class ConfigError(Exception):
@@ -52,21 +55,17 @@ class Env:
         return Secret(self.text(name, default))
 
     def integer(self, name: str, default: int, *, minimum: int | None = None) -> int:
-        raw = self._environ.get(name, "")
-        try:
-            value = int(raw) if raw != "" else default
-        except ValueError:
-            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-        if minimum is not None and value < minimum:
-            raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-        return value
+        return self._bounded(name, default, int, "an integer", minimum)
 
     def number(self, name: str, default: float, *, minimum: float | None = None) -> float:
+        return self._bounded(name, default, float, "a number", minimum)
+
+    def _bounded(self, name: str, default: N, convert: Callable[[str], N], kind: str, minimum: N | None) -> N:
         raw = self._environ.get(name, "")
         try:
-            value = float(raw) if raw != "" else default
+            value = convert(raw) if raw != "" else default
         except ValueError:
-            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+            raise ConfigError(f"{name} must be {kind}, got {raw!r}") from None
         if minimum is not None and value < minimum:
             raise ConfigError(f"{name} must be >= {minimum}, got {value}")
         return value
