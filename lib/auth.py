@@ -175,6 +175,8 @@ class Authenticator:
             if not await self._known.contains(key.lookup_id):
                 self._cache.put(_Entry(key.digest, None, self._clock() + self._negative_ttl_s))
                 raise Unauthorized("the API key is not valid", code="invalid_api_key")
+            # A key never verified here needs a bcrypt: with the budget spent, refuse before any query.
+            self._refuse_if_no_budget(self._bcrypt_budget.wait_for())
         shared = self._in_flight.get(key.digest)
         if shared is not None:
             return _admit(await asyncio.shield(shared))
@@ -223,13 +225,15 @@ class Authenticator:
             self._cache.put(_Entry(key.digest, identity, now + self._cache_ttl_s, row["key_hash"] if row else ""))
         return identity
 
-    async def _bcrypt(self, key: keys.PresentedKey, key_hash: str) -> bool:
-        wait = self._bcrypt_budget.try_take()
+    def _refuse_if_no_budget(self, wait: float) -> None:
         if wait:
             AUTH_BCRYPT.labels("refused").inc()
             raise TooManyRequests(
                 "too many key verifications; try again shortly", code="auth_rate_limited", retry_after_s=int(wait) + 1
             )
+
+    async def _bcrypt(self, key: keys.PresentedKey, key_hash: str) -> bool:
+        self._refuse_if_no_budget(self._bcrypt_budget.try_take())
         async with self._bcrypt_slots:
             ok = await asyncio.to_thread(keys.secret_matches, key.secret, key_hash)
         AUTH_BCRYPT.labels("match" if ok else "mismatch").inc()

@@ -21,6 +21,11 @@ class TokenBucket:
         self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
         self._updated = now
 
+    def wait_for(self, count: float = 1.0) -> float:
+        """Seconds until ``count`` tokens would be there (0.0: now), taking nothing."""
+        self._refill()
+        return 0.0 if self._tokens >= count else (count - self._tokens) / self.rate
+
     def try_take(self, count: float = 1.0) -> float:
         """Take ``count`` tokens: 0.0 when granted, else the seconds until they are available."""
         self._refill()

@@ -14,7 +14,7 @@ class SandboxSettings:
     wasender_api_key: Secret
     host: str = "127.0.0.1"
     port: int = 8090
-    max_records: int = 100_000
+    max_records: int = 100_000  # calls kept per provider for /_sandbox (the oldest go first)
     log_level: str = "INFO"
 
     @classmethod

@@ -1,0 +1,151 @@
+"""Fake WASender: ``POST /api/send-message`` with a Bearer session key and ``{"to": "+E164", "text": ...}``.
+
+Accepted: 200 ``{"success": true, "data": {"msgId": <int>, "jid": <to>, "status": "in_progress"}}``.
+Refused: ``{"success": false, "message", "errors"?}`` (401 missing or wrong key, 422 validation, 429 with
+``retry_after`` and the ``X-RateLimit-*`` headers, and whatever an injected fault asks for).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from http import HTTPStatus
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from functions.sandbox.calls import BearerKey, parse_json, read_body
+from functions.sandbox.ledger import Ledger, Record
+from lib.settings import Secret
+
+MAX_BYTES = 10 * 1024 * 1024  # the sandbox's own guard: WASender documents no body limit
+RATE_LIMIT = 256  # WASender's paid plans: requests per minute on the send endpoint
+MEDIA = ("imageUrl", "videoUrl", "documentUrl", "audioUrl", "stickerUrl", "contact", "location")
+KNOWN = frozenset({"to", "text", *MEDIA})
+TO_REQUIRED = "The to field is required."
+TO_INVALID = "The to field must be a phone number in E.164 format, a group JID or a channel JID."
+TEXT_REQUIRED = "The text field is required when no media is present."
+NOT_ON_WHATSAPP = "The to number is not registered on WhatsApp."
+# E.164, or a WhatsApp JID: a person, a group, a community channel.
+_TO = re.compile(r"\+[1-9][0-9]{6,14}|[0-9]{5,20}(-[0-9]+)?@(s\.whatsapp\.net|g\.us|newsletter|lid)")
+
+
+def message(status: int, text: str, **extra: Any) -> Response:
+    return JSONResponse({"success": False, "message": text, **extra}, status)
+
+
+def invalid(status: int, errors: dict[str, list[str]]) -> Response:
+    return message(status, "Validation failed", errors=errors)
+
+
+def failure(status: int, retry_after_s: int) -> Response:
+    """WASender's answer for an injected failure status."""
+    if status == 429:
+        body = {
+            "success": False,
+            "message": f"Too many requests. Please retry after {retry_after_s} seconds.",
+            "retry_after": retry_after_s,
+        }
+        headers = {
+            "Retry-After": str(retry_after_s),
+            "X-RateLimit-Limit": str(RATE_LIMIT),
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": str(int(time.time()) + retry_after_s),
+        }
+        return JSONResponse(body, 429, headers)
+    if status == 401:
+        return message(401, "Invalid API key")
+    if status == 422:
+        return invalid(422, {"to": [TO_INVALID]})
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Server Error"
+    return message(status, phrase)
+
+
+def validate(body: Any) -> dict[str, list[str]]:
+    """Field errors as WASender words them (Laravel style: field -> messages)."""
+    body = body if isinstance(body, dict) else {}
+    errors: dict[str, list[str]] = {}
+    to = body.get("to")
+    if to is None or to == "":
+        errors["to"] = [TO_REQUIRED]
+    elif not isinstance(to, str) or not _TO.fullmatch(to):
+        errors["to"] = [TO_INVALID]
+    text = body.get("text")
+    if text is None or text == "":
+        if not any(body.get(m) for m in MEDIA):
+            errors["text"] = [TEXT_REQUIRED]
+    elif not isinstance(text, str):
+        errors["text"] = ["The text field must be a string."]
+    return errors
+
+
+def summary(body: Any) -> Record:
+    """What the listing shows of one request; fields WASender ignores are kept under ``extra``."""
+    body = body if isinstance(body, dict) else {}
+    to = body.get("to")
+    return {
+        "to": [to] if isinstance(to, str) else [],
+        "text": body.get("text"),
+        "media": {m: body[m] for m in MEDIA if m in body},
+        "extra": {k: v for k, v in body.items() if k not in KNOWN},
+    }
+
+
+class WASenderFake:
+    """The ``POST /api/send-message`` endpoint over one ledger and the one session key it accepts."""
+
+    def __init__(self, ledger: Ledger, api_key: Secret) -> None:
+        self._ledger = ledger
+        self._key = BearerKey(api_key)
+        # Integers, as WASender's msgId; started from the clock so a restarted sandbox does not reuse them.
+        self._ids = itertools.count(int(time.time() * 1000))
+
+    async def send(self, request: Request) -> Response:
+        received_at = time.time()
+        await self._ledger.faults.wait()
+        faults = self._ledger.faults
+        if not self._key.valid(request):
+            text = "Invalid API key" if self._key.present(request) else "API key is required"
+            return self._answer(received_at, None, message(401, text), auth_valid=False)
+        raw = await read_body(request, MAX_BYTES)
+        body = parse_json(raw)
+        injected = faults.take_failure()
+        if injected is not None:
+            return self._answer(received_at, body, failure(injected, faults.retry_after_s))
+        if raw is None:
+            return self._answer(received_at, None, message(413, "The request body is too large."))
+        errors = validate(body)
+        if errors:
+            return self._answer(received_at, body, invalid(422, errors))
+        if faults.rejects(body["to"]):
+            return self._answer(received_at, body, invalid(faults.reject_status, {"to": [NOT_ON_WHATSAPP]}))
+        msg_id = next(self._ids)
+        data = {"msgId": msg_id, "jid": body["to"], "status": "in_progress"}
+        response = JSONResponse({"success": True, "data": data})
+        return self._answer(received_at, body, response, provider_message_id=str(msg_id))
+
+    def _answer(
+        self,
+        received_at: float,
+        body: Any,
+        response: Response,
+        *,
+        auth_valid: bool = True,
+        provider_message_id: str | None = None,
+    ) -> Response:
+        entry: Record = {
+            "provider": "wasender",
+            "provider_message_id": provider_message_id,
+            "status": response.status_code,
+            "received_at": received_at,
+            "auth_valid": auth_valid,
+            **summary(body),
+            "body": body,
+        }
+        self._ledger.record(entry)
+        return response
