@@ -21,15 +21,17 @@ from functions.sandbox.control import Control
 from functions.sandbox.faults import Faults
 from functions.sandbox.ledger import Ledger
 from functions.sandbox.sendgrid import SendGridFake
+from functions.sandbox.sendgrid import summary as sendgrid_summary
 from functions.sandbox.settings import SandboxSettings
 from functions.sandbox.wasender import WASenderFake
+from functions.sandbox.wasender import summary as wasender_summary
 from lib.http import EXCEPTION_HANDLERS, RequestMetrics, healthz, metrics_endpoint
 
 
 def build_app(settings: SandboxSettings) -> Starlette:
     ledgers = {
-        "sendgrid": Ledger("sendgrid", settings.max_records, Faults(reject_status=400)),
-        "wasender": Ledger("wasender", settings.max_records, Faults(reject_status=422)),
+        "sendgrid": Ledger("sendgrid", settings.max_records, Faults(reject_status=400), sendgrid_summary),
+        "wasender": Ledger("wasender", settings.max_records, Faults(reject_status=422), wasender_summary),
     }
     sendgrid = SendGridFake(ledgers["sendgrid"], settings.sendgrid_api_key)
     wasender = WASenderFake(ledgers["wasender"], settings.wasender_api_key)

@@ -5,16 +5,16 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Callable, Iterable
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from functions.sandbox.faults import parse_faults
-from functions.sandbox.ledger import Ledger, Record
+from functions.sandbox.ledger import Call, Ledger
 from lib.errors import InvalidJSON, NotFound, ValidationFailed
 
 ALIASES = {"sendgrid": "sendgrid", "wasender": "wasender", "whatsapp": "wasender"}
@@ -37,11 +37,11 @@ class Control:
 
     async def messages(self, request: Request) -> Response:
         """``?provider=&limit=``: the accepted calls (what went out), oldest first, the newest ``limit``."""
-        return self._listing(request, lambda ledger: ledger.messages)
+        return await self._listing(request, lambda ledger: ledger.messages)
 
     async def calls(self, request: Request) -> Response:
         """Every call with the status it got, refused and failed ones included."""
-        return self._listing(request, lambda ledger: ledger.calls)
+        return await self._listing(request, lambda ledger: ledger.calls)
 
     async def clear(self, _request: Request) -> Response:
         for ledger in self._ledgers.values():
@@ -77,18 +77,24 @@ class Control:
             raise NotFound(f"no provider {provider!r}: use one of {sorted(ALIASES)}")
         return self._ledgers[name]
 
-    def _listing(self, request: Request, records: Callable[[Ledger], Iterable[Record]]) -> Response:
+    async def _listing(self, request: Request, calls: Callable[[Ledger], Iterable[Call]]) -> Response:
         provider = request.query_params.get("provider")
         ledgers = [self._ledger(provider)] if provider else list(self._ledgers.values())
         limit = _limit(request.query_params.get("limit"))
-        ordered = sorted(itertools.chain.from_iterable(records(ledger) for ledger in ledgers), key=_received_at)
-        items = ordered[-limit:] if limit else ordered
-        return JSONResponse({"provider": ALIASES[provider] if provider else None, "count": len(items), "items": items})
+        found = [(call, ledger) for ledger in ledgers for call in calls(ledger)]  # a snapshot: calls are immutable
+        name = ALIASES[provider] if provider else None
+        # Decoding and encoding a long listing takes a while: off the event loop, so provider calls go on.
+        return await run_in_threadpool(_render, name, found, limit)
 
 
-def _received_at(record: Record) -> float:
-    received_at: float = record["received_at"]
-    return received_at
+def _render(provider: str | None, found: list[tuple[Call, Ledger]], limit: int | None) -> Response:
+    found.sort(key=_received_at)
+    items = [ledger.view(call) for call, ledger in (found[-limit:] if limit else found)]
+    return JSONResponse({"provider": provider, "count": len(items), "items": items})
+
+
+def _received_at(found: tuple[Call, Ledger]) -> float:
+    return found[0].received_at
 
 
 def _limit(raw: str | None) -> int | None:

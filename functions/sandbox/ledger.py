@@ -1,16 +1,20 @@
 """What one fake provider was asked and answered: bounded, in memory, for the ``/_sandbox`` routes.
 
-The event loop is the only writer, so nothing here needs a lock.
+A call is kept small (its raw body, status, time, id); the listing decodes it when asked. The event loop is
+the only writer, so nothing here needs a lock.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter as MetricCounter
 
+from functions.sandbox.calls import parse_json
 from functions.sandbox.faults import Faults
 
 CALLS = MetricCounter(
@@ -20,27 +24,58 @@ CALLS = MetricCounter(
 Record = dict[str, Any]
 
 
-class Ledger:
-    """One provider's calls (every one, with its status), the accepted ones, counts, and its faults."""
+@dataclass(frozen=True, slots=True)
+class Call:
+    status: int
+    received_at: float
+    auth_valid: bool
+    raw: bytes | None  # the body as received; None when it was not read or was too large
+    provider_message_id: str | None = None
 
-    def __init__(self, provider: str, max_records: int, default_faults: Faults) -> None:
+
+class Ledger:
+    """One provider's calls (every one, with its status), the accepted ones, counts, and its faults.
+
+    ``describe`` turns a decoded request body into the fields the listing shows (recipients, text, ...).
+    """
+
+    def __init__(
+        self, provider: str, max_records: int, default_faults: Faults, describe: Callable[[Any], Record]
+    ) -> None:
         self.provider = provider
-        self.calls: deque[Record] = deque(maxlen=max_records)
-        self.messages: deque[Record] = deque(maxlen=max_records)
+        self.calls: deque[Call] = deque(maxlen=max_records)
+        self.messages: deque[Call] = deque(maxlen=max_records)
         self.stats: Counter[int] = Counter()
         self.default_faults = default_faults
         self.faults = dataclasses.replace(default_faults)
+        self._describe = describe
         self._metrics: dict[int, Any] = {}
 
-    def record(self, entry: Record) -> None:
+    def record(self, call: Call) -> None:
         """Keep a call; an accepted one (2xx) also joins the messages that went out."""
-        status: int = entry["status"]
-        self.calls.append(entry)
-        self.stats[status] += 1
-        metric = self._metrics.get(status) or self._metrics.setdefault(status, CALLS.labels(self.provider, str(status)))
+        self.calls.append(call)
+        self.stats[call.status] += 1
+        metric = self._metrics.get(call.status)
+        if metric is None:
+            metric = self._metrics[call.status] = CALLS.labels(self.provider, str(call.status))
         metric.inc()
-        if status < 300:
-            self.messages.append(entry)
+        if call.status < 300:
+            self.messages.append(call)
+
+    def view(self, call: Call) -> Record:
+        """One call as the listing shows it; ``body`` is the JSON sent (or its text, when it was not JSON)."""
+        body = parse_json(call.raw)
+        if body is None and call.raw:
+            body = call.raw.decode(errors="replace")
+        return {
+            "provider": self.provider,
+            "provider_message_id": call.provider_message_id,
+            "status": call.status,
+            "received_at": call.received_at,
+            "auth_valid": call.auth_valid,
+            **self._describe(body),
+            "body": body,
+        }
 
     def clear(self) -> None:
         self.calls.clear()

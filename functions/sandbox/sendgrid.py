@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from functions.sandbox.calls import BearerKey, parse_json, read_body
 from functions.sandbox.faults import Faults
-from functions.sandbox.ledger import Ledger, Record
+from functions.sandbox.ledger import Call, Ledger, Record
 from lib.settings import Secret
 
 MAX_BYTES = 30 * 1024 * 1024  # SendGrid: the whole message, attachments included, under 30 MB
@@ -335,21 +335,23 @@ class SendGridFake:
         body = parse_json(raw)
         injected = faults.take_failure()
         if injected is not None:
-            return self._answer(received_at, body, failure(injected, faults.retry_after_s))
+            return self._answer(received_at, raw, failure(injected, faults.retry_after_s))
         if raw is None:
             return self._answer(received_at, None, failure(413, 0))
         problems = validate(body)
-        if not problems:
-            problems = self._rejected(body, faults)
-            if problems:
-                return self._answer(received_at, body, errors(faults.reject_status, problems))
         if problems:
-            return self._answer(received_at, body, errors(400, problems))
+            return self._answer(received_at, raw, errors(400, problems))
+        rejected = self._rejected(body, faults)
+        if rejected:
+            return self._answer(received_at, raw, errors(faults.reject_status, rejected))
         message_id = secrets.token_urlsafe(16)
         response = Response(status_code=202, headers={"X-Message-Id": message_id})
-        return self._answer(received_at, body, response, provider_message_id=message_id)
+        return self._answer(received_at, raw, response, provider_message_id=message_id)
 
     def _rejected(self, body: dict[str, Any], faults: Faults) -> list[Problem]:
+        """SendGrid's invalid-address error for every recipient the faults reject."""
+        if not faults.rejected:
+            return []
         return [
             problem(INVALID_ADDRESS, field, f"message.personalizations.{field.split('.')[2]}")
             for field, email in recipients(body)
@@ -359,20 +361,11 @@ class SendGridFake:
     def _answer(
         self,
         received_at: float,
-        body: Any,
+        raw: bytes | None,
         response: Response,
         *,
         auth_valid: bool = True,
         provider_message_id: str | None = None,
     ) -> Response:
-        entry: Record = {
-            "provider": "sendgrid",
-            "provider_message_id": provider_message_id,
-            "status": response.status_code,
-            "received_at": received_at,
-            "auth_valid": auth_valid,
-            **summary(body),
-            "body": body,
-        }
-        self._ledger.record(entry)
+        self._ledger.record(Call(response.status_code, received_at, auth_valid, raw, provider_message_id))
         return response
