@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter as MetricCounter
+from starlette.responses import Response
 
 from functions.sandbox.calls import parse_json
 from functions.sandbox.faults import Faults
@@ -61,6 +62,19 @@ class Ledger:
         metric.inc()
         if call.status < 300:
             self.messages.append(call)
+
+    def answer(
+        self,
+        received_at: float,
+        raw: bytes | None,
+        response: Response,
+        *,
+        auth_valid: bool = True,
+        provider_message_id: str | None = None,
+    ) -> Response:
+        """Record the call with the status it is about to get, and hand the response back."""
+        self.record(Call(response.status_code, received_at, auth_valid, raw, provider_message_id))
+        return response
 
     def view(self, call: Call) -> Record:
         """One call as the listing shows it; ``body`` is the JSON sent (or its text, when it was not JSON)."""

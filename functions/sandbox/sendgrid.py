@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from functions.sandbox.calls import BearerKey, parse_json, read_body
 from functions.sandbox.faults import Faults
-from functions.sandbox.ledger import Call, Ledger, Record
+from functions.sandbox.ledger import Ledger, Record
 from lib.settings import Secret
 
 MAX_BYTES = 30 * 1024 * 1024  # SendGrid: the whole message, attachments included, under 30 MB
@@ -330,23 +330,23 @@ class SendGridFake:
         await self._ledger.faults.wait()
         faults = self._ledger.faults
         if not self._key.valid(request):
-            return self._answer(received_at, None, errors(401, [problem(BAD_KEY)]), auth_valid=False)
+            return self._ledger.answer(received_at, None, errors(401, [problem(BAD_KEY)]), auth_valid=False)
         raw = await read_body(request, MAX_BYTES)
         body = parse_json(raw)
         injected = faults.take_failure()
         if injected is not None:
-            return self._answer(received_at, raw, failure(injected, faults.retry_after_s))
+            return self._ledger.answer(received_at, raw, failure(injected, faults.retry_after_s))
         if raw is None:
-            return self._answer(received_at, None, failure(413, 0))
+            return self._ledger.answer(received_at, None, failure(413, 0))
         problems = validate(body)
         if problems:
-            return self._answer(received_at, raw, errors(400, problems))
+            return self._ledger.answer(received_at, raw, errors(400, problems))
         rejected = self._rejected(body, faults)
         if rejected:
-            return self._answer(received_at, raw, errors(faults.reject_status, rejected))
+            return self._ledger.answer(received_at, raw, errors(faults.reject_status, rejected))
         message_id = secrets.token_urlsafe(16)
         response = Response(status_code=202, headers={"X-Message-Id": message_id})
-        return self._answer(received_at, raw, response, provider_message_id=message_id)
+        return self._ledger.answer(received_at, raw, response, provider_message_id=message_id)
 
     def _rejected(self, body: dict[str, Any], faults: Faults) -> list[Problem]:
         """SendGrid's invalid-address error for every recipient the faults reject."""
@@ -357,15 +357,3 @@ class SendGridFake:
             for field, email in recipients(body)
             if faults.rejects(email)
         ]
-
-    def _answer(
-        self,
-        received_at: float,
-        raw: bytes | None,
-        response: Response,
-        *,
-        auth_valid: bool = True,
-        provider_message_id: str | None = None,
-    ) -> Response:
-        self._ledger.record(Call(response.status_code, received_at, auth_valid, raw, provider_message_id))
-        return response

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from functions.sandbox.calls import BearerKey, parse_json, read_body
-from functions.sandbox.ledger import Call, Ledger, Record
+from functions.sandbox.ledger import Ledger, Record
 from lib.settings import Secret
 
 MAX_BYTES = 10 * 1024 * 1024  # the sandbox's own guard: WASender documents no body limit
@@ -111,32 +111,20 @@ class WASenderFake:
         faults = self._ledger.faults
         if not self._key.valid(request):
             text = "Invalid API key" if self._key.present(request) else "API key is required"
-            return self._answer(received_at, None, message(401, text), auth_valid=False)
+            return self._ledger.answer(received_at, None, message(401, text), auth_valid=False)
         raw = await read_body(request, MAX_BYTES)
         body = parse_json(raw)
         injected = faults.take_failure()
         if injected is not None:
-            return self._answer(received_at, raw, failure(injected, faults.retry_after_s))
+            return self._ledger.answer(received_at, raw, failure(injected, faults.retry_after_s))
         if raw is None:
-            return self._answer(received_at, None, message(413, "The request body is too large."))
+            return self._ledger.answer(received_at, None, message(413, "The request body is too large."))
         errors = validate(body)
         if errors:
-            return self._answer(received_at, raw, invalid(422, errors))
+            return self._ledger.answer(received_at, raw, invalid(422, errors))
         if faults.rejects(body["to"]):
-            return self._answer(received_at, raw, invalid(faults.reject_status, {"to": [NOT_ON_WHATSAPP]}))
+            return self._ledger.answer(received_at, raw, invalid(faults.reject_status, {"to": [NOT_ON_WHATSAPP]}))
         msg_id = next(self._ids)
         data = {"msgId": msg_id, "jid": body["to"], "status": "in_progress"}
         response = JSONResponse({"success": True, "data": data})
-        return self._answer(received_at, raw, response, provider_message_id=str(msg_id))
-
-    def _answer(
-        self,
-        received_at: float,
-        raw: bytes | None,
-        response: Response,
-        *,
-        auth_valid: bool = True,
-        provider_message_id: str | None = None,
-    ) -> Response:
-        self._ledger.record(Call(response.status_code, received_at, auth_valid, raw, provider_message_id))
-        return response
+        return self._ledger.answer(received_at, raw, response, provider_message_id=str(msg_id))
