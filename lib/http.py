@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -124,3 +126,11 @@ class RequestMetrics:
             counter.inc()
             timer = self._timers.get(key[:2]) or self._timers.setdefault(key[:2], REQUEST_SECONDS.labels(*key[:2]))
             timer.observe(time.perf_counter() - started)
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling, for a process that owns SIGTERM itself (workers, operator)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield

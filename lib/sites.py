@@ -35,6 +35,14 @@ def check_site_url(value: Any) -> str | None:
     return value
 
 
+def check_managed_by(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= 512 or not value.isprintable():
+        raise _problem("managed_by", "invalid", "managed_by must be a printable string of 1-512 characters or null")
+    return value
+
+
 def public_site(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "site_id": str(row["id"]),
@@ -46,11 +54,17 @@ def public_site(row: dict[str, Any]) -> dict[str, Any]:
         "key_created_at": row["key_created_at"].isoformat(),
         "created_at": row["created_at"].isoformat(),
         "updated_at": row["updated_at"].isoformat(),
+        "managed_by": row["managed_by"],
     }
 
 
 async def register_site(
-    pool: Any, site_name: str, site_url: str | None, *, rounds: int = keys.BCRYPT_ROUNDS
+    pool: Any,
+    site_name: str,
+    site_url: str | None,
+    *,
+    managed_by: str | None = None,
+    rounds: int = keys.BCRYPT_ROUNDS,
 ) -> dict[str, Any]:
     """Create a site and its first key. The plain key is in the result and nowhere else, ever."""
     issued = await asyncio.to_thread(keys.issue_key, rounds)
@@ -60,6 +74,7 @@ async def register_site(
         "site_url": site_url,
         "key_lookup_id": issued.lookup_id,
         "key_hash": issued.secret_hash,
+        "managed_by": managed_by,
     }
     async with db.unavailable_on_error(), pool.connection() as conn:
         row = await (await conn.execute(db.query("insert_site"), params)).fetchone()
@@ -100,11 +115,16 @@ async def list_sites(pool: Any) -> list[dict[str, Any]]:
     return [public_site(r) for r in rows]
 
 
+async def rotate_key_by_name(pool: Any, site_name: str, *, rounds: int = keys.BCRYPT_ROUNDS) -> dict[str, Any]:
+    site = await get_site_by_name(pool, site_name)
+    return {"site_name": site_name, **await rotate_key(pool, uuid.UUID(site["site_id"]), rounds=rounds)}
+
+
 def parse_site_changes(data: Any) -> dict[str, Any]:
-    """Validate an admin PATCH body: status, site_url, enabled_channels, rate_limit_per_minute."""
+    """Validate an admin PATCH body: status, site_url, enabled_channels, rate_limit_per_minute, managed_by."""
     if not isinstance(data, dict):
         raise _problem("", "wrong_type", "expected an object")
-    unknown = set(data) - {"status", "site_url", "enabled_channels", "rate_limit_per_minute"}
+    unknown = set(data) - {"status", "site_url", "enabled_channels", "rate_limit_per_minute", "managed_by"}
     if unknown:
         raise _problem(sorted(unknown)[0], "unknown_field", f"unknown field {sorted(unknown)[0]!r}")
     status = data.get("status")
@@ -124,6 +144,8 @@ def parse_site_changes(data: Any) -> dict[str, Any]:
         "enabled_channels": sorted(set(channels)) if channels is not None else None,
         "set_rate_limit": "rate_limit_per_minute" in data,
         "rate_limit_per_minute": limit,
+        "set_managed_by": "managed_by" in data,
+        "managed_by": check_managed_by(data.get("managed_by")),
     }
 
 
@@ -131,5 +153,9 @@ async def update_site(pool: Any, site_name: str, changes: dict[str, Any]) -> dic
     async with db.unavailable_on_error(), pool.connection() as conn:
         row = await (await conn.execute(db.query("update_site"), {**changes, "site_name": site_name})).fetchone()
     if row is None:
-        raise NotFound(f"no site named {site_name!r}")
+        current = await get_site_by_name(pool, site_name)
+        raise Conflict(
+            f"the site {site_name!r} is managed by {current['managed_by']!r}; it can be claimed once deactivated",
+            code="site_managed_elsewhere",
+        )
     return public_site(row)

@@ -19,7 +19,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -36,7 +36,7 @@ from starlette.routing import Route
 from lib import db
 from lib.delivery import DeliveryContext, DeliveryStore, Outcome, handle
 from lib.errors import NotifyError
-from lib.http import EXCEPTION_HANDLERS, healthz, metrics_endpoint
+from lib.http import EXCEPTION_HANDLERS, QuietServer, healthz, metrics_endpoint
 from lib.kafka import Publisher
 from lib.logs import configure_logging, tune_gc
 from lib.providers import Provider
@@ -335,14 +335,6 @@ class ChannelWorker:
 # --- the process: health server + worker, SIGTERM handling -----------------------------------------
 
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the worker owns SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 def health_app(worker: ChannelWorker, pool: Any) -> Starlette:
     async def readyz(_request: Request) -> Response:
         checks = {"kafka": "ok" if time.monotonic() - worker.last_poll < 10 else "not polling"}
@@ -402,7 +394,7 @@ async def serve(settings: WorkerSettings, provider: Provider) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with delivery_context(settings, provider) as (ctx, pool):
         worker = ChannelWorker(settings, ctx)
-        http = _QuietServer(
+        http = QuietServer(
             uvicorn.Config(
                 health_app(worker, pool),
                 host=settings.http_host,

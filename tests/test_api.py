@@ -145,6 +145,38 @@ def test_admin_can_suspend_and_reactivate(client: httpx.Client, site: dict[str, 
     assert client.get(path).status_code == 401
 
 
+def test_admin_rotate_key_by_site_name(client: httpx.Client, site: dict[str, Any]) -> None:
+    path = f"/api/v1/admin/sites/{site['site_name']}/rotate-key"
+    assert error_code(client.post(path)) == "admin_token_required"
+    rotated = client.post(path, headers=ADMIN_HEADERS)
+    assert rotated.status_code == 200 and rotated.json()["site_id"] == site["site_id"]
+    assert client.get("/api/v1/site/me", headers=key_headers(site)).status_code == 401
+    assert client.get("/api/v1/site/me", headers={"X-Site-Key": rotated.json()["api_key"]}).status_code == 200
+    missing = client.post("/api/v1/admin/sites/missing.example.com/rotate-key", headers=ADMIN_HEADERS)
+    assert missing.status_code == 404 and error_code(missing) == "not_found"
+
+
+def test_a_managed_site_is_claimed_only_by_its_manager_until_deactivated(client: httpx.Client) -> None:
+    name = f"managed-{uuid.uuid4().hex[:8]}.example.com"
+    body = {"site_name": name, "managed_by": "k8s:team-a/erp/1"}
+    registered = client.post("/api/v1/site/register", json=body, headers=ADMIN_HEADERS)
+    assert registered.status_code == 201 and registered.json()["managed_by"] == "k8s:team-a/erp/1"
+    path = f"/api/v1/admin/sites/{name}"
+    same = client.patch(path, json={"managed_by": "k8s:team-a/erp/1", "status": "suspended"}, headers=ADMIN_HEADERS)
+    assert same.status_code == 200 and same.json()["status"] == "suspended"
+    other = client.patch(path, json={"managed_by": "k8s:team-b/erp/2", "status": "active"}, headers=ADMIN_HEADERS)
+    assert other.status_code == 409 and error_code(other) == "site_managed_elsewhere"
+    assert "k8s:team-a/erp/1" in other.json()["error"]["message"]
+    assert client.get(path, headers=ADMIN_HEADERS).json()["status"] == "suspended"  # the refused PATCH changed nothing
+    client.patch(path, json={"status": "deactivated"}, headers=ADMIN_HEADERS)
+    taken = client.patch(path, json={"managed_by": "k8s:team-b/erp/2", "status": "active"}, headers=ADMIN_HEADERS)
+    assert taken.status_code == 200 and taken.json()["managed_by"] == "k8s:team-b/erp/2"
+    assert client.patch(path, json={"managed_by": ""}, headers=ADMIN_HEADERS).status_code == 422
+    assert client.patch(path, json={"managed_by": None}, headers=ADMIN_HEADERS).json()["managed_by"] is None
+    nobody = client.patch("/api/v1/admin/sites/nobody.example.com", json={"managed_by": "x"}, headers=ADMIN_HEADERS)
+    assert nobody.status_code == 404
+
+
 def test_disabled_channel_and_rate_limit(client: httpx.Client, site: dict[str, Any]) -> None:
     path = f"/api/v1/admin/sites/{site['site_name']}"
     client.patch(path, json={"enabled_channels": ["email"], "rate_limit_per_minute": 2}, headers=ADMIN_HEADERS)

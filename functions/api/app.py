@@ -94,7 +94,8 @@ async def register_site(request: Request) -> Response:
         data = {"site_name": None}
     name = sites.check_site_name(data.get("site_name"))
     url = sites.check_site_url(data.get("site_url"))
-    return JSONResponse(await sites.register_site(svc.pool, name, url), status_code=201)
+    managed_by = sites.check_managed_by(data.get("managed_by"))
+    return JSONResponse(await sites.register_site(svc.pool, name, url, managed_by=managed_by), status_code=201)
 
 
 async def rotate_key(request: Request) -> Response:
@@ -125,6 +126,14 @@ async def admin_site(request: Request) -> Response:
     updated = await sites.update_site(svc.pool, name, changes)
     svc.auth.forget_site(UUID(updated["site_id"]))
     return JSONResponse(updated)
+
+
+async def admin_rotate_key(request: Request) -> Response:
+    require_admin(request)
+    svc = services(request)
+    result = await sites.rotate_key_by_name(svc.pool, sites.check_site_name(request.path_params["site_name"]))
+    svc.auth.forget_site(UUID(result["site_id"]))
+    return JSONResponse(result)
 
 
 async def admin_replay(request: Request) -> Response:
@@ -223,6 +232,7 @@ ROUTES = [
     Route("/api/v1/site/me", site_me, methods=["GET"]),
     Route("/api/v1/admin/sites", admin_list_sites, methods=["GET"]),
     Route("/api/v1/admin/sites/{site_name}", admin_site, methods=["GET", "PATCH"]),
+    Route("/api/v1/admin/sites/{site_name}/rotate-key", admin_rotate_key, methods=["POST"]),
     Route("/api/v1/admin/replay", admin_replay, methods=["POST"]),
     Route("/api/v1/metrics", site_daily_metrics, methods=["GET"]),
 ]

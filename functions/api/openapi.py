@@ -11,7 +11,7 @@ ERROR_CODES = {
     403: ["site_suspended", "channel_disabled"],
     404: ["not_found"],
     405: ["method_not_allowed"],
-    409: ["site_exists", "idempotency_key_conflict", "idempotency_key_in_use"],
+    409: ["site_exists", "site_managed_elsewhere", "idempotency_key_conflict", "idempotency_key_in_use"],
     413: ["payload_too_large"],
     415: ["unsupported_media_type"],
     422: ["validation_failed"],
@@ -123,6 +123,10 @@ SCHEMAS: dict[str, Any] = {
             "key_created_at": _TIMESTAMP,
             "created_at": _TIMESTAMP,
             "updated_at": _TIMESTAMP,
+            "managed_by": {
+                "type": ["string", "null"],
+                "description": "who manages the site besides the admin API, e.g. the FrappeSite that registered it",
+            },
         },
     },
     "SiteWithKey": {
@@ -210,6 +214,7 @@ PATHS: dict[str, Any] = {
                             "properties": {
                                 "site_name": {"type": "string", "pattern": "^[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?$"},
                                 "site_url": {"type": "string", "format": "uri"},
+                                "managed_by": {"type": "string", "minLength": 1, "maxLength": 512},
                             },
                         }
                     }
@@ -283,12 +288,40 @@ PATHS: dict[str, Any] = {
                                 "site_url": {"type": "string"},
                                 "enabled_channels": {"type": "array", "items": {"enum": ["email", "whatsapp"]}},
                                 "rate_limit_per_minute": {"type": ["integer", "null"], "minimum": 1},
+                                "managed_by": {
+                                    "type": ["string", "null"],
+                                    "maxLength": 512,
+                                    "description": "claim (or with null release) the site; a site managed by "
+                                    "another can be claimed only once it is deactivated (409 site_managed_elsewhere)",
+                                },
                             },
                         }
                     }
                 },
             },
-            "responses": {"200": _json(_ref("Site"), "updated"), **_errors(400, 401, 404, 413, 415, 422, 503)},
+            "responses": {"200": _json(_ref("Site"), "updated"), **_errors(400, 401, 404, 409, 413, 415, 422, 503)},
+        },
+    },
+    "/api/v1/admin/sites/{site_name}/rotate-key": {
+        "parameters": [{"name": "site_name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "post": {
+            "summary": "Replace a site's key (admin); the new key is shown once, the old one stops working",
+            "security": ADMIN,
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "site_id": {"type": "string"},
+                            "site_name": {"type": "string"},
+                            "api_key": {"type": "string"},
+                            "key_created_at": _TIMESTAMP,
+                        },
+                    },
+                    "new key",
+                ),
+                **_errors(401, 404, 422, 503),
+            },
         },
     },
     "/api/v1/admin/replay": {

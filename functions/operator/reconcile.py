@@ -1,0 +1,269 @@
+"""What the operator does for one FrappeSite, as plain async functions over two small interfaces (notify's admin
+API and the Secret store): the kopf handlers only translate their outcome into status, events and retries.
+
+Ownership: notify records who manages a site (``managed_by``). A FrappeSite writes ``k8s:<ns>/<name>/<uid>``
+there when it registers or claims a site, so a retry after a crash recognises its own registration (and never
+registers twice), and a second FrappeSite with the same site name gets a clear conflict instead of a fight."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from functions.operator.notify_client import NotifyRejected, NotifyUnavailable
+
+ROTATE_ANNOTATION = "notify.dev/rotate-key"
+MIRRORED_LABEL = "notify.dev/mirrored"
+KEY_FIELD = "NOTIFY_API_KEY"
+SITE_ID_FIELD = "NOTIFY_SITE_ID"
+
+
+class SecretConflict(Exception):
+    """The Secret's name is taken by a Secret this FrappeSite does not own: never overwrite it."""
+
+
+class NotifyApi(Protocol):
+    async def site(self, site_name: str) -> dict[str, Any] | None: ...
+    async def register(self, site_name: str, site_url: str | None, managed_by: str) -> dict[str, Any]: ...
+    async def update(self, site_name: str, changes: dict[str, Any]) -> dict[str, Any]: ...
+    async def rotate_key(self, site_name: str) -> dict[str, Any]: ...
+
+
+class SecretStore(Protocol):
+    async def read(self, name: str) -> Mapping[str, str] | None:
+        """The Secret's decoded data; None if absent; SecretConflict if someone else's."""
+
+    async def write(self, name: str, data: Mapping[str, str]) -> None: ...
+
+
+@dataclass(frozen=True)
+class FrappeSiteView:
+    """The parts of a FrappeSite the reconciliation reads."""
+
+    namespace: str
+    name: str
+    uid: str
+    site_name: str
+    site_url: str | None
+    channels: tuple[str, ...]
+    rate_limit_per_minute: int | None
+    suspended: bool
+    secret_name: str
+    mirrored: bool
+    rotation_requested: str | None
+    rotation_done: str | None
+    known_site_id: str | None
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> FrappeSiteView:
+        meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
+        return cls(
+            namespace=meta["namespace"],
+            name=meta["name"],
+            uid=meta["uid"],
+            site_name=spec["siteName"],
+            site_url=spec.get("siteUrl"),
+            channels=tuple(sorted(set(spec.get("enabledChannels", ("email", "whatsapp"))))),
+            rate_limit_per_minute=spec.get("rateLimitPerMinute"),
+            suspended=bool(spec.get("suspended", False)),
+            secret_name=spec.get("secretName") or f"{meta['name']}-notify",
+            mirrored=(meta.get("labels") or {}).get(MIRRORED_LABEL) == "true",
+            rotation_requested=(meta.get("annotations") or {}).get(ROTATE_ANNOTATION),
+            rotation_done=status.get("keyRotation"),
+            known_site_id=status.get("siteId"),
+        )
+
+    @property
+    def manager(self) -> str:
+        return f"k8s:{self.namespace}/{self.name}/{self.uid}"
+
+
+@dataclass
+class Outcome:
+    """The state to publish in the FrappeSite's status, and the events to record on it."""
+
+    phase: str  # Pending | Ready | Suspended | Error
+    reason: str
+    message: str
+    site_id: str | None = None
+    secret_name: str | None = None
+    key_rotation: str | None = None
+    events: list[tuple[str, str]] = field(default_factory=list)  # (reason, message), informational
+
+    @property
+    def ready(self) -> bool:
+        return self.phase in ("Ready", "Suspended")
+
+
+def describe_manager(managed_by: str | None) -> str:
+    if managed_by is None:
+        return "it was registered through notify's REST API"
+    if managed_by.startswith("k8s:"):
+        return f"it is managed by the FrappeSite {managed_by[4:].rsplit('/', 1)[0]}"
+    return f"it is managed by {managed_by!r}"
+
+
+def secret_data(site: Mapping[str, Any], api_key: str, api_url: str) -> dict[str, str]:
+    return {
+        KEY_FIELD: api_key,
+        SITE_ID_FIELD: site["site_id"],
+        "NOTIFY_SITE_NAME": site["site_name"],
+        "NOTIFY_API_URL": api_url,
+    }
+
+
+def wanted_changes(fs: FrappeSiteView, site: Mapping[str, Any]) -> dict[str, Any]:
+    """The admin PATCH that makes the site match the spec (empty when it already does)."""
+    wanted: dict[str, Any] = {
+        "status": "suspended" if fs.suspended else "active",
+        "enabled_channels": list(fs.channels),
+        "rate_limit_per_minute": fs.rate_limit_per_minute,
+        "managed_by": fs.manager,
+    }
+    if fs.site_url:
+        wanted["site_url"] = fs.site_url
+    current = {**site, "enabled_channels": sorted(site["enabled_channels"])}
+    return {k: v for k, v in wanted.items() if current.get(k) != v}
+
+
+async def apply_spec(fs: FrappeSiteView, notify: NotifyApi, site: dict[str, Any]) -> dict[str, Any]:
+    changes = wanted_changes(fs, site)
+    if not changes:
+        return site
+    if "managed_by" not in changes:
+        changes["managed_by"] = fs.manager  # the claim guards every change: never edit a site someone else took
+    return await notify.update(fs.site_name, changes)
+
+
+def settled(fs: FrappeSiteView, site: Mapping[str, Any], events: list[tuple[str, str]], *, secret: bool) -> Outcome:
+    suspended = site["status"] == "suspended"
+    return Outcome(
+        phase="Suspended" if suspended else "Ready",
+        reason="Suspended" if suspended else "Synced",
+        message=f"site {fs.site_name} is {site['status']} in notify",
+        site_id=site["site_id"],
+        secret_name=fs.secret_name if secret else None,
+        key_rotation=fs.rotation_requested,
+        events=events,
+    )
+
+
+def failed(reason: str, message: str, site: Mapping[str, Any] | None = None) -> Outcome:
+    return Outcome(phase="Error", reason=reason, message=message, site_id=site["site_id"] if site else None)
+
+
+async def write_new_key(
+    fs: FrappeSiteView, notify: NotifyApi, secrets: SecretStore, site: Mapping[str, Any], api_url: str
+) -> None:
+    rotated = await notify.rotate_key(fs.site_name)
+    await secrets.write(fs.secret_name, secret_data(site, rotated["api_key"], api_url))
+
+
+async def reconcile(fs: FrappeSiteView, notify: NotifyApi, secrets: SecretStore, api_url: str) -> Outcome:
+    """Make notify and the Secret match the FrappeSite. Safe to run any number of times, from any point a
+    previous run stopped at. Raises NotifyUnavailable when it is worth trying again later."""
+    try:
+        site = await notify.site(fs.site_name)
+        if fs.mirrored:
+            return await _mirrored(fs, notify, site)
+        if site is None and fs.known_site_id:
+            return failed("SiteGone", f"site {fs.site_name} was deleted from notify outside Kubernetes")
+        data = await secrets.read(fs.secret_name)  # a foreign Secret in the way fails here, before any change
+        if site is None:
+            return await _register(fs, notify, secrets, api_url)
+        if site["managed_by"] == fs.manager:
+            if site["status"] == "deactivated":
+                return failed(
+                    "SiteDeactivated",
+                    f"site {fs.site_name} was deactivated outside Kubernetes; delete and re-create this "
+                    "FrappeSite to register it again",
+                    site,
+                )
+            return await _owned(fs, notify, secrets, site, data, api_url)
+        if site["status"] == "deactivated":
+            return await _take_over(fs, notify, secrets, site, api_url)
+        return failed(
+            "SiteNameConflict",
+            f"site {fs.site_name} already exists in notify: {describe_manager(site['managed_by'])}",
+            site,
+        )
+    except SecretConflict as exc:
+        return failed("SecretConflict", str(exc))
+    except NotifyRejected as exc:
+        return failed("NotifyRejected", exc.message)
+
+
+async def _register(fs: FrappeSiteView, notify: NotifyApi, secrets: SecretStore, api_url: str) -> Outcome:
+    try:
+        registered = await notify.register(fs.site_name, fs.site_url, fs.manager)
+    except NotifyRejected as exc:
+        if exc.code == "site_exists":  # registered between our read and now: decide again on a fresh read
+            raise NotifyUnavailable(f"site {fs.site_name} appeared while registering it") from exc
+        raise
+    await secrets.write(fs.secret_name, secret_data(registered, registered["api_key"], api_url))
+    site = await apply_spec(fs, notify, registered)
+    return settled(
+        fs,
+        site,
+        [("Registered", f"registered site {fs.site_name}; its key is in Secret {fs.secret_name}")],
+        secret=True,
+    )
+
+
+async def _owned(
+    fs: FrappeSiteView,
+    notify: NotifyApi,
+    secrets: SecretStore,
+    site: dict[str, Any],
+    data: Mapping[str, str] | None,
+    api_url: str,
+) -> Outcome:
+    events = []
+    if not data or not data.get(KEY_FIELD) or data.get(SITE_ID_FIELD) != site["site_id"]:
+        # Ours, but its key never reached the Secret (a crash right after registering) or the Secret was lost:
+        # nobody holds a working copy, so a new key breaks no one.
+        await write_new_key(fs, notify, secrets, site, api_url)
+        events.append(("KeyIssued", f"the Secret {fs.secret_name} had no key for the site: issued a new one"))
+    elif fs.rotation_requested and fs.rotation_requested != fs.rotation_done:
+        await write_new_key(fs, notify, secrets, site, api_url)
+        events.append(("KeyRotated", f"rotated the key ({ROTATE_ANNOTATION}={fs.rotation_requested})"))
+    site = await apply_spec(fs, notify, site)
+    return settled(fs, site, events, secret=True)
+
+
+async def _take_over(
+    fs: FrappeSiteView, notify: NotifyApi, secrets: SecretStore, site: dict[str, Any], api_url: str
+) -> Outcome:
+    # A deactivated site can be claimed (the API refuses otherwise); the claim comes before the new key, so a
+    # crash in between leaves it ours and the next run issues the key (see _owned).
+    site = await apply_spec(fs, notify, site)
+    await write_new_key(fs, notify, secrets, site, api_url)
+    events = [("SiteReactivated", f"took over the deactivated site {fs.site_name}; a new key is in {fs.secret_name}")]
+    return settled(fs, site, events, secret=True)
+
+
+async def _mirrored(fs: FrappeSiteView, notify: NotifyApi, site: dict[str, Any] | None) -> Outcome:
+    if site is None or site["status"] == "deactivated":
+        gone = "deleted" if site is None else "deactivated"
+        return failed("SiteGone", f"site {fs.site_name} was {gone} outside Kubernetes", site)
+    if site["managed_by"] not in (None, fs.manager):
+        return failed("SiteNameConflict", f"site {fs.site_name}: {describe_manager(site['managed_by'])}", site)
+    site = await apply_spec(fs, notify, site)
+    return settled(fs, site, [], secret=False)
+
+
+async def finalize(fs: FrappeSiteView, notify: NotifyApi) -> str:
+    """Deactivate the site before its FrappeSite goes away, if it is this FrappeSite's. Says what it did."""
+    site = await notify.site(fs.site_name)
+    if site is None or site["managed_by"] != fs.manager:
+        return f"site {fs.site_name} is not managed by this FrappeSite: left as it is"
+    if site["status"] == "deactivated":
+        return f"site {fs.site_name} was already deactivated"
+    try:
+        await notify.update(fs.site_name, {"status": "deactivated", "managed_by": fs.manager})
+    except NotifyRejected as exc:
+        if exc.code == "site_managed_elsewhere":
+            return f"site {fs.site_name} was claimed by someone else meanwhile: left as it is"
+        raise
+    return f"deactivated site {fs.site_name}"

@@ -1,0 +1,44 @@
+"""The operator's settings, read from the environment once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from lib.settings import Env, Secret
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    notify_api_url: str
+    admin_token: Secret
+    # What goes into each site's Secret as NOTIFY_API_URL: the address the Frappe site calls.
+    public_api_url: str
+    # Empty: every namespace (cluster-wide).
+    namespaces: tuple[str, ...]
+    # Where FrappeSites mirroring REST-registered sites are created; empty: no mirroring.
+    mirror_namespace: str
+    sync_interval_s: float
+    mirror_interval_s: float
+    request_timeout_s: float
+    http_host: str
+    http_port: int
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
+        env = Env(environ)
+        api_url = env.text("NOTIFY_API_URL", "http://127.0.0.1:8080").rstrip("/")
+        return cls(
+            notify_api_url=api_url,
+            admin_token=env.secret("NOTIFY_ADMIN_TOKEN"),
+            public_api_url=(env.text("NOTIFY_PUBLIC_API_URL", "") or api_url).rstrip("/"),
+            namespaces=tuple(n.strip() for n in env.text("OPERATOR_NAMESPACES", "").split(",") if n.strip()),
+            mirror_namespace=env.text("OPERATOR_MIRROR_NAMESPACE", ""),
+            sync_interval_s=env.number("OPERATOR_SYNC_INTERVAL_SECONDS", 60.0, minimum=1),
+            mirror_interval_s=env.number("OPERATOR_MIRROR_INTERVAL_SECONDS", 30.0, minimum=1),
+            request_timeout_s=env.number("OPERATOR_REQUEST_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+            http_host=env.text("OPERATOR_HTTP_HOST", "127.0.0.1"),
+            http_port=env.integer("OPERATOR_HTTP_PORT", 8080, minimum=1),
+            log_level=env.text("LOG_LEVEL", "INFO"),
+        )
