@@ -10,6 +10,8 @@ import sys
 from datetime import UTC, datetime
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# kopf attaches its whole settings object and a flag of its own to every record about a resource.
+_STANDARD |= {"settings", "k8s_skip"}
 
 
 class JsonFormatter(logging.Formatter):

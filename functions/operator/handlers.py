@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 
 from functions.operator.kube import GROUP, PLURAL, VERSION, Kube, OwnedSecrets
 from functions.operator.mirror import mirror_sites
@@ -28,7 +28,6 @@ RECONCILES = Counter(
 DEACTIVATIONS = Counter("notify_operator_deactivations_total", "Sites deactivated because their FrappeSite was deleted")
 MIRRORED = Counter("notify_operator_mirrored_sites_total", "FrappeSites created to mirror REST-registered sites")
 MIRROR_PASSES = Counter("notify_operator_mirror_passes_total", "Mirroring passes by result", ["result"])
-FRAPPESITES = Gauge("notify_operator_frappesites", "FrappeSites seen by the last mirroring pass", ["mirrored"])
 FINALIZER = f"{GROUP}/deactivate-site"
 
 

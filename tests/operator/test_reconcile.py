@@ -306,3 +306,10 @@ def test_resource_names_are_valid_object_names() -> None:
     assert odd.startswith("a-b-example-com-") and len(odd) == len("a-b-example-com-") + 8
     assert needs_mirror({"managed_by": None, "status": "suspended", "site_name": "s"}, set())
     assert not needs_mirror({"managed_by": None, "status": "active", "site_name": "s"}, {"s"})
+
+
+def test_deleting_while_notify_is_down_waits_for_it() -> None:
+    # The handler turns this into kopf.TemporaryError: the finalizer stays until the site is deactivated.
+    view = FrappeSiteView.from_body(frappesite(unique_site()))
+    with pytest.raises(NotifyUnavailable):
+        run_with_notify("http://127.0.0.1:9", lambda notify: finalize(view, notify))
