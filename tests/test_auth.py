@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -162,3 +164,17 @@ async def _refused(auth: Authenticator, key: str) -> int:
     except Unauthorized:
         return 1
     return 0
+
+
+async def test_bcrypt_runs_in_a_thread_at_the_lowest_cpu_priority(pool: AsyncConnectionPool[Any]) -> None:
+    auth = Authenticator(pool)
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    site_key = keys.issue_key(rounds=4)
+    assert await asyncio.get_running_loop().run_in_executor(
+        auth.bcrypt_threads, keys.secret_matches, keys.parse_key(site_key.plain).secret, site_key.secret_hash
+    )
+    nice = await asyncio.get_running_loop().run_in_executor(
+        auth.bcrypt_threads, lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    )
+    assert nice == 19
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own  # the event loop's thread keeps its own
