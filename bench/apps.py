@@ -3,13 +3,14 @@
 ``python -m bench.apps hello|pg|api|api-no-auth PORT``:
 - hello: a bare Starlette endpoint answering 202 with no I/O (R_hello)
 - pg: the same endpoint doing one pooled psycopg insert of a message row (R_pg)
-- api / api-no-auth: the real API; the second swaps the authenticator for one that always answers with a
-  fixed site, in this harness only, to price authentication.
+- api / api-no-auth: the real API; the second swaps the authenticator for a plain dict from key to site, in
+  this harness only, to price authentication.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import uuid
@@ -66,16 +67,18 @@ def pg_app() -> Starlette:
     return Starlette(routes=[Route("/api/v1/notifications/send", insert, methods=["POST"])], lifespan=lifespan)
 
 
-class FixedSite:
-    """Harness-only stand-in for the authenticator: every request is the given site."""
+class BypassedAuth:
+    """Harness-only stand-in for the authenticator: a dict from key to its site, no checks. Each key still
+    maps to its own site, so the rest of the request (per-site metrics rows, quotas) costs what it does for real."""
 
     def __init__(self, *_args: Any, **_kwargs: Any) -> None:
-        self.identity = SiteIdentity(
-            uuid.UUID(os.environ["BENCH_SITE_ID"]), "bench", "active", ("email", "whatsapp"), None
-        )
+        self.sites = {
+            key: SiteIdentity(uuid.UUID(site_id), "bench", "active", ("email", "whatsapp"), None)
+            for key, site_id in json.loads(os.environ["BENCH_SITES"]).items()
+        }
 
-    async def authenticate(self, _presented: str | None) -> SiteIdentity:
-        return self.identity
+    async def authenticate(self, presented: str | None) -> SiteIdentity:
+        return self.sites[presented or ""]
 
     def forget_site(self, _site_id: uuid.UUID) -> None:
         return None
@@ -87,7 +90,7 @@ def build(kind: str) -> Any:
     if kind == "pg":
         return pg_app()
     if kind == "api-no-auth":
-        setattr(api_module, "Authenticator", FixedSite)  # noqa: B010 - harness only, never the product
+        setattr(api_module, "Authenticator", BypassedAuth)  # noqa: B010 - harness only, never the product
     return api_module.create_app(ApiSettings.from_env())
 
 
