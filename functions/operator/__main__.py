@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from functions.operator.handlers import OperatorContext, build_registry, kopf_settings, mirror_loop
-from functions.operator.kube import Kube
+from functions.operator.kube import GROUP, PLURAL, Kube
 from functions.operator.notify_client import NotifyAdmin
 from functions.operator.settings import OperatorSettings
 from lib.http import QuietServer, metrics_endpoint
@@ -52,6 +52,10 @@ async def run(settings: OperatorSettings) -> None:
         NotifyAdmin(settings.notify_api_url, settings.admin_token, timeout_s=settings.request_timeout_s),
         Kube(connection, timeout_s=settings.request_timeout_s),
     )
+    if not await memo.kube.served():
+        raise SystemExit(
+            f"the FrappeSite CRD ({PLURAL}.{GROUP}) is not installed: install it (the chart does), then restart"
+        )
     stop, ready = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import kopf
 from prometheus_client import Counter
 
-from functions.operator.kube import GROUP, PLURAL, VERSION, Kube, OwnedSecrets
+from functions.operator.kube import GROUP, PLURAL, VERSION, Kube, KubeError, OwnedSecrets
 from functions.operator.mirror import mirror_sites
 from functions.operator.notify_client import NotifyAdmin, NotifyUnavailable
 from functions.operator.reconcile import FrappeSiteView, Outcome, finalize, reconcile
@@ -135,6 +136,9 @@ async def mirror_loop(memo: OperatorContext, stop: asyncio.Event) -> None:
         try:
             await mirror_once(memo)
             MIRROR_PASSES.labels("ok").inc()
+        except (KubeError, NotifyUnavailable, httpx.HTTPError) as exc:  # e.g. the server still starting: next pass
+            MIRROR_PASSES.labels("error").inc()
+            log.warning("mirroring pass failed; the next one retries", extra={"error": str(exc)})
         except Exception:  # the next pass tries again; one bad answer must not end mirroring for good
             MIRROR_PASSES.labels("error").inc()
             log.exception("mirroring pass failed")
@@ -149,6 +153,9 @@ def kopf_settings() -> kopf.OperatorSettings:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.persistence.finalizer = FINALIZER
     settings.posting.level = logging.INFO
+    # No watching of CRDs and namespaces (which would need cluster-wide read rights): the FrappeSite resource is
+    # discovered once at start (run() checks the CRD is there) and the namespaces are the configured ones.
+    settings.scanning.disabled = True
     # A watch the server silently dropped is noticed within minutes, not never.
     settings.watching.server_timeout = 240
     settings.watching.client_timeout = 300

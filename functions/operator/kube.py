@@ -82,6 +82,16 @@ class Kube:
         found: dict[str, Any] = response.json()
         return found
 
+    async def served(self) -> bool:
+        """Whether the API server serves FrappeSites (their CRD is installed)."""
+        try:
+            found = await self._call("GET", f"/apis/{GROUP}/{VERSION}")
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return any(r.get("name") == PLURAL for r in found.get("resources", []))
+
     # --- Secrets -------------------------------------------------------------------------------------------
 
     async def secret(self, namespace: str, name: str) -> dict[str, Any] | None:

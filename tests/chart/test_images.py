@@ -126,8 +126,6 @@ print(module.__file__)
 def test_entrypoint_module_imports_from_the_image_files_alone(name: str, tmp_path: Path) -> None:
     """`python -m functions.<name>` as the image runs it: /app holds only what the Dockerfile copies, and
     site-packages only the pinned dependencies (no editable install of the repository: `-S`)."""
-    if name == "operator" and not (ROOT / "functions" / "operator" / "__main__.py").exists():
-        pytest.skip("functions/operator lands with the operator issue; its Dockerfile is checked above")
     app = image_layout(name, tmp_path)
     site_packages = sysconfig.get_paths()["purelib"]
     result = subprocess.run(

@@ -332,9 +332,6 @@ readinessProbe:
 {{- if and (eq .Values.postgresql.mode "external") (not .Values.postgresql.external.existingSecret) }}
 {{- fail "postgresql.external.existingSecret is required when postgresql.mode is external (a Secret holding the DSN)" }}
 {{- end }}
-{{- if .Values.operator.enabled }}
-{{- fail "operator.enabled: the operator is not part of this chart version yet (it comes with the FrappeSite operator)" }}
-{{- end }}
 {{- end }}
 
 {{/* The sandbox's base URL (both fake providers). */}}
@@ -394,4 +391,50 @@ readinessProbe:
     - port: {{ .Values.postgresql.external.port }}
       protocol: TCP
 {{- end }}
+{{- end }}
+
+{{/* ---------------------------------------------------------------- the operator */}}
+
+{{/* Where mirrored FrappeSites go: empty value = the release namespace, "-" = no mirroring (empty string). */}}
+{{- define "notify.operatorMirrorNamespace" -}}
+{{- if eq .Values.operator.mirrorNamespace "-" }}{{ else }}{{ .Values.operator.mirrorNamespace | default .Release.Namespace }}{{ end }}
+{{- end }}
+
+{{/* The namespaces the operator watches (and needs namespaced rights in): the listed ones plus the mirror
+     namespace (the operator adds it itself). Empty when it watches the whole cluster. JSON list. */}}
+{{- define "notify.operatorNamespaces" -}}
+{{- $namespaces := list }}
+{{- if .Values.operator.watchNamespaces }}
+{{- $namespaces = .Values.operator.watchNamespaces }}
+{{- $mirror := include "notify.operatorMirrorNamespace" . }}
+{{- if and $mirror (not (has $mirror $namespaces)) }}
+{{- $namespaces = append $namespaces $mirror }}
+{{- end }}
+{{- end }}
+{{- toJson $namespaces }}
+{{- end }}
+
+{{/* Everything the operator calls in a namespace it watches, and nothing more: FrappeSites (kopf watches and
+     patches them: finalizer, progress annotations, status), the Secrets holding the keys (read, create, merge
+     patch), and events on the FrappeSites. */}}
+{{- define "notify.operatorNamespacedRules" -}}
+- apiGroups: ["notify.dev"]
+  resources: ["frappesites"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["notify.dev"]
+  resources: ["frappesites/status"]
+  verbs: ["get", "patch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}
+
+{{/* In the mirror namespace only: creating the FrappeSites that mirror REST-registered sites. */}}
+{{- define "notify.operatorMirrorRules" -}}
+- apiGroups: ["notify.dev"]
+  resources: ["frappesites"]
+  verbs: ["create"]
 {{- end }}
