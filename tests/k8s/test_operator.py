@@ -41,12 +41,13 @@ class Operator:
     env: dict[str, str]
     process: Deployable
 
-    def restart(self, *, kill: bool = False) -> None:
+    def restart(self, *, kill: bool = False, **env: str) -> None:
         if kill:
             self.process.kill()
         else:
             assert self.process.terminate() == 0
-        self.process = Deployable("operator", "functions.operator", self.env, self.process.health_url).start()
+        environ = {**self.env, **env}
+        self.process = Deployable("operator", "functions.operator", environ, self.process.health_url).start()
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
         return self.cluster.kubectl(*args, stdin=stdin, check=check).stdout
@@ -291,6 +292,23 @@ def test_a_site_registered_through_rest_is_mirrored(operator: Operator, notify: 
     notify.patch(f"/api/v1/admin/sites/{site['site_name']}", json={"status": "deactivated"}, headers=ADMIN_HEADERS)
     gone = wait_for("the deletion reflected", phase_of(op, op.mirror_ns, site["site_name"], "Error"))
     assert gone["status"]["conditions"][0]["reason"] == "SiteGone"
+
+
+def test_a_deletion_waits_while_notify_is_down(operator: Operator, notify: httpx.Client) -> None:
+    op = operator
+    site_name = f"patient-{uuid.uuid4().hex[:8]}.example.com"
+    body = {"apiVersion": "notify.dev/v1alpha1", "kind": "FrappeSite", "metadata": {"name": "patient"}}
+    op.kubectl("apply", "-n", op.sites_ns, "-f", "-", stdin=json.dumps(body | {"spec": {"siteName": site_name}}))
+    wait_for("patient Ready", phase_of(op, op.sites_ns, "patient", "Ready"))
+    op.restart(NOTIFY_API_URL="http://127.0.0.1:9")  # notify unreachable from the operator
+    op.kubectl("delete", "frappesite", "patient", "-n", op.sites_ns, "--wait=false")
+    time.sleep(4)  # the finalizer ran and failed at least once
+    waiting = op.frappesite(op.sites_ns, "patient")
+    assert waiting["metadata"]["deletionTimestamp"] and waiting["metadata"]["finalizers"]
+    assert notify.get(f"/api/v1/admin/sites/{site_name}", headers=ADMIN_HEADERS).json()["status"] == "active"
+    op.restart()  # notify reachable again
+    wait_for("patient gone", lambda: op.get("frappesite", op.sites_ns, "patient") is None)
+    assert notify.get(f"/api/v1/admin/sites/{site_name}", headers=ADMIN_HEADERS).json()["status"] == "deactivated"
 
 
 def test_deleting_deactivates_the_site_then_the_resource_goes(operator: Operator, notify: httpx.Client) -> None:
