@@ -11,6 +11,7 @@ written: the next owner takes over the expired claim and sends again, counted in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -19,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -32,6 +33,7 @@ from lib.ratelimit import TokenBucket
 from lib.records import NotificationRecord
 from lib.resilience import CircuitBreaker, RetryPolicy
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 DELIVERIES = Counter("notify_worker_deliveries_total", "Messages finished, by outcome", ["channel", "outcome"])
@@ -205,10 +207,22 @@ async def _call(ctx: DeliveryContext, message: OutgoingMessage) -> str:
         PROVIDER_SECONDS.labels(ctx.channel).observe(time.perf_counter() - started)
 
 
+async def _settle_first(step: Awaitable[T]) -> T:
+    """Await a database write; if cancelled meanwhile (shutdown, rebalance), let the write finish before the
+    cancellation goes on: the statement may commit anyway, and giving the message back must come after it."""
+    write = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(write)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await write
+        raise
+
+
 async def _claim_or_skip(ctx: DeliveryContext, message_id: uuid.UUID) -> dict[str, Any] | None:
     """The claimed row, or None when the message is final or gone. Waits out another worker's live claim."""
     while True:
-        row = await ctx.store.claim(message_id)
+        row = await _settle_first(ctx.store.claim(message_id))
         if row is not None:
             return row
         state = await ctx.store.state(message_id)
@@ -231,7 +245,12 @@ async def handle(raw: bytes, key: bytes, ctx: DeliveryContext) -> Outcome:
         DELIVERIES.labels(ctx.channel, "failed").inc()
         return Outcome.FAILED
     message_id = uuid.UUID(record.message_id)
-    row = await _claim_or_skip(ctx, message_id)
+    try:
+        row = await _claim_or_skip(ctx, message_id)
+    except asyncio.CancelledError:
+        # Shutdown while claiming: a claim that committed as we were cancelled is given back (a no-op if not).
+        await asyncio.shield(ctx.store.release([message_id]))
+        raise
     if row is None:
         DELIVERIES.labels(ctx.channel, "skipped").inc()
         return Outcome.SKIPPED
@@ -275,7 +294,7 @@ async def _deliver(ctx: DeliveryContext, raw: bytes, key: bytes, message: Outgoi
             return outcome
         retries += 1
         await ctx.sleep(outcome)
-        if not await ctx.store.start_attempt(message_id):
+        if not await _settle_first(ctx.store.start_attempt(message_id)):
             return Outcome.SKIPPED  # our claim was taken over (we stalled past the lease)
         attempts += 1
 

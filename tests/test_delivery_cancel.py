@@ -1,0 +1,61 @@
+"""Shutdown racing a claim: the claim's statement commits even when the task awaiting it is cancelled, so the
+message must be given back after it, or it stays PROCESSING until its lease runs out (the drain test's flake)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from lib import db
+from lib.delivery import DeliveryContext, DeliveryStore, handle
+from lib.records import NotificationRecord
+from lib.settings import DatabaseSettings, Secret
+from tests.conftest import EMAIL, key_headers, register
+
+pytestmark = pytest.mark.anyio
+
+
+class SlowToAnswerStore(DeliveryStore):
+    """The claim commits, then its answer is late: the moment a shutdown cancels the waiting task."""
+
+    claim_committed: asyncio.Event
+
+    async def claim(self, message_id: uuid.UUID) -> dict[str, Any] | None:
+        row = await super().claim(message_id)
+        self.claim_committed.set()
+        await asyncio.sleep(0.5)
+        return row
+
+
+async def test_a_claim_cancelled_by_shutdown_is_given_back(api_url: str, pg_dsn: str) -> None:
+    with httpx.Client(base_url=api_url, timeout=30) as client:
+        site = register(client)
+        sent = client.post("/api/v1/notifications/send", json=EMAIL, headers=key_headers(site)).json()
+    message_id = sent["message_id"]
+    with psycopg.connect(pg_dsn, row_factory=psycopg.rows.dict_row) as conn:
+        row = conn.execute("SELECT * FROM message_logs WHERE id = %s", (message_id,)).fetchone()
+    assert row is not None
+    record = NotificationRecord.from_row(row)
+    pool = db.create_pool(DatabaseSettings(url=Secret(pg_dsn)), name="cancel-test")
+    await pool.open()
+    try:
+        store = SlowToAnswerStore(pool, "worker-under-test", lease_s=60)
+        store.claim_committed = asyncio.Event()
+        ctx = DeliveryContext("email", store, provider=None, dead_letters=None, dlq_topic="unused")  # type: ignore[arg-type]
+        task = asyncio.create_task(handle(record.to_bytes(), record.key(), ctx))
+        await asyncio.wait_for(store.claim_committed.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await pool.close()
+    with psycopg.connect(pg_dsn) as conn:
+        status, claimed_by = conn.execute(
+            "SELECT status::text, claimed_by FROM message_logs WHERE id = %s", (message_id,)
+        ).fetchone() or (None, None)
+    assert (status, claimed_by) == ("PENDING", None)
