@@ -139,6 +139,28 @@ class DeliveryContext:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     # Set by the loop: True while this message is inside a provider call (so shutdown waits for it).
     on_call_state: Callable[[bool], None] = lambda _in_call: None
+    # At most this many provider calls at once (the worker's concurrency); None: no bound of its own.
+    provider_slots: asyncio.Semaphore | None = None
+
+
+class ProviderTurn:
+    """One message's place among the provider calls in flight: taken before its claim, given back as soon as the
+    provider has answered. So a claimed message is (nearly) always one about to be inside a call, which keeps the
+    possible re-send count honest after a crash, and the status write that follows never holds a slot."""
+
+    def __init__(self, slots: asyncio.Semaphore | None) -> None:
+        self._slots = slots
+        self.held = False
+
+    async def take(self) -> None:
+        if self._slots is not None and not self.held:
+            await self._slots.acquire()
+            self.held = True
+
+    def done(self) -> None:
+        if self.held and self._slots is not None:
+            self.held = False
+            self._slots.release()
 
 
 def _entry(attempt: int, error: DeliveryError | str, code: str | None = None) -> dict[str, Any]:
@@ -245,6 +267,17 @@ async def handle(raw: bytes, key: bytes, ctx: DeliveryContext) -> Outcome:
         DELIVERIES.labels(ctx.channel, "failed").inc()
         return Outcome.FAILED
     message_id = uuid.UUID(record.message_id)
+    turn = ProviderTurn(ctx.provider_slots)
+    try:
+        await turn.take()  # waiting for a slot holds no claim: cancelling here leaves nothing behind
+        return await _claim_and_deliver(ctx, raw, key, record, message_id, turn)
+    finally:
+        turn.done()
+
+
+async def _claim_and_deliver(
+    ctx: DeliveryContext, raw: bytes, key: bytes, record: NotificationRecord, message_id: uuid.UUID, turn: ProviderTurn
+) -> Outcome:
     try:
         row = await _claim_or_skip(ctx, message_id)
     except asyncio.CancelledError:
@@ -270,24 +303,27 @@ async def handle(raw: bytes, key: bytes, ctx: DeliveryContext) -> Outcome:
         row["metadata"] or {},
     )
     try:
-        return await _deliver(ctx, raw, key, message, row["attempts"])
+        return await _deliver(ctx, raw, key, message, row["attempts"], turn)
     except asyncio.CancelledError:
         # Shutdown while waiting (backoff, breaker, rate limit): give the message back at once.
         await asyncio.shield(ctx.store.release([message_id]))
         raise
 
 
-async def _deliver(ctx: DeliveryContext, raw: bytes, key: bytes, message: OutgoingMessage, attempts: int) -> Outcome:
+async def _deliver(
+    ctx: DeliveryContext, raw: bytes, key: bytes, message: OutgoingMessage, attempts: int, turn: ProviderTurn
+) -> Outcome:
     message_id = uuid.UUID(message.message_id)
     errors: list[dict[str, Any]] = []
     retries = 0
     while True:
+        await turn.take()  # a retry takes a slot again (still cancellable: the claim is given back)
         await _wait_for_turn(ctx, message_id)
         # From the provider call until its outcome is written, shutdown must wait for this message, not
         # cancel it: cancelling here could put back a message the provider already has.
         ctx.on_call_state(True)
         try:
-            outcome = await _attempt(ctx, raw, key, message, attempts, errors, retries)
+            outcome = await _attempt(ctx, raw, key, message, attempts, errors, retries, turn)
         finally:
             ctx.on_call_state(False)
         if isinstance(outcome, Outcome):
@@ -307,6 +343,7 @@ async def _attempt(
     attempts: int,
     errors: list[dict[str, Any]],
     retries: int,
+    turn: ProviderTurn,
 ) -> Outcome | float:
     """One provider call and the write of its outcome: an Outcome when done, else the delay before a retry."""
     message_id = uuid.UUID(message.message_id)
@@ -314,6 +351,7 @@ async def _attempt(
     try:
         provider_id = await _call(ctx, message)
     except DeliveryError as exc:
+        turn.done()
         entry = _entry(attempts, exc)
         errors.append(entry)
         if exc.code == "provider_rate_limited":
@@ -336,6 +374,7 @@ async def _attempt(
             "message failed", extra={**log_extra, "error": exc.message, "failure_code": code, "attempts": attempts}
         )
         return Outcome.FAILED
+    turn.done()
     ctx.breaker.record_success()
     await _write_sent(ctx, message_id, provider_id)
     DELIVERIES.labels(ctx.channel, "sent").inc()

@@ -1,6 +1,7 @@
 """The channel workers' consume loop: owns the Kafka consumer, the offsets and the in-flight bound.
 
-Records are handled concurrently (up to ``concurrency`` at once) by ``lib.delivery.handle``. An offset is
+Records are handled concurrently by ``lib.delivery.handle``: up to ``concurrency`` provider calls at once, and
+twice that many records held (claims and status writes overlap the calls). An offset is
 committed only when every record before it in its partition is finished, so a crash or a rebalance
 re-delivers what was not finished, and the claim in PostgreSQL keeps that from becoming a second send.
 All consumer calls run on one dedicated thread; rebalance callbacks (on that thread) wait for the
@@ -146,6 +147,9 @@ class ChannelWorker:
         self.tracker = OffsetTracker()
         self.tasks: dict[asyncio.Task[None], _InFlight] = {}
         self.commit_interval_s = commit_interval_s
+        # `concurrency` bounds the provider calls in flight (ctx.provider_slots); twice as many messages may be
+        # held, so claims and status writes overlap the calls instead of idling a provider slot.
+        self.max_messages = 2 * settings.concurrency
         self.last_poll = 0.0
         self.assigned: set[TP] = set()
         self._paused = False
@@ -187,7 +191,7 @@ class ChannelWorker:
         last_commit = time.monotonic()
         try:
             while not stop.is_set():
-                room = self.settings.concurrency - len(self.tasks)
+                room = self.max_messages - len(self.tasks)
                 if room <= 0:
                     # Full: wait for a message to finish. Records keep arriving in librdkafka's local queue;
                     # only a long stall pauses the partitions, so the consumer keeps polling (and its place
@@ -195,7 +199,7 @@ class ChannelWorker:
                     self._room.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._room.wait(), timeout=5.0)
-                    room = self.settings.concurrency - len(self.tasks)
+                    room = self.max_messages - len(self.tasks)
                 await self._call(self._set_paused, room <= 0)
                 messages = await self._call(self._fetch, room)
                 self.last_poll = time.monotonic()
@@ -377,6 +381,7 @@ async def delivery_context(settings: WorkerSettings, provider: Provider) -> Asyn
         policy=RetryPolicy(max_retries=settings.max_retries, base_delay_s=settings.retry_base_s),
         breaker=CircuitBreaker(settings.circuit_failure_threshold, settings.circuit_open_s),
         limiter=TokenBucket(settings.rate_per_s) if settings.rate_per_s > 0 else None,
+        provider_slots=asyncio.Semaphore(settings.concurrency),
     )
     try:
         yield ctx, pool

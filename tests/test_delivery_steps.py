@@ -1,4 +1,6 @@
-"""Shutdown racing a claim: the claim's statement commits even when the task awaiting it is cancelled, so the
+"""Steps of one delivery: a shutdown racing a claim, and the bound on provider calls in flight.
+
+Shutdown racing a claim: the claim's statement commits even when the task awaiting it is cancelled, so the
 message must be given back after it, or it stays PROCESSING until its lease runs out (the drain test's flake)."""
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import psycopg
 import pytest
 
 from lib import db
-from lib.delivery import DeliveryContext, DeliveryStore, handle
+from lib.delivery import DeliveryContext, DeliveryStore, ProviderTurn, handle
 from lib.records import NotificationRecord
 from lib.settings import DatabaseSettings, Secret
 from tests.conftest import EMAIL, key_headers, register
@@ -59,3 +61,22 @@ async def test_a_claim_cancelled_by_shutdown_is_given_back(api_url: str, pg_dsn:
             "SELECT status::text, claimed_by FROM message_logs WHERE id = %s", (message_id,)
         ).fetchone() or (None, None)
     assert (status, claimed_by) == ("PENDING", None)
+
+
+async def test_provider_turns_bound_calls_and_free_the_slot_when_the_provider_answers() -> None:
+    slots = asyncio.Semaphore(2)
+    first, second, third = ProviderTurn(slots), ProviderTurn(slots), ProviderTurn(slots)
+    await first.take()
+    await second.take()
+    waiting = asyncio.create_task(third.take())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # two calls in flight: the third message waits (and claims nothing meanwhile)
+    first.done()  # the provider answered the first: its status write no longer holds a slot
+    await asyncio.wait_for(waiting, 1)
+    first.done()  # giving back twice is harmless
+    await third.take()  # taking again while holding is a no-op, not a second slot
+    second.done()
+    third.done()
+    for _ in range(2):
+        await asyncio.wait_for(slots.acquire(), 0.1)  # every slot is back...
+    assert slots.locked()  # ...and none was given back twice
