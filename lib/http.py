@@ -134,3 +134,8 @@ class QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    @classmethod
+    def for_app(cls, app: ASGIApp, host: str, port: int) -> QuietServer:
+        """A side server (health, metrics): no access log, no lifespan, logs through our JSON handler."""
+        return cls(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off"))

@@ -25,7 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import uvicorn
 import uvloop
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import Gauge
@@ -399,16 +398,7 @@ async def serve(settings: WorkerSettings, provider: Provider) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with delivery_context(settings, provider) as (ctx, pool):
         worker = ChannelWorker(settings, ctx)
-        http = QuietServer(
-            uvicorn.Config(
-                health_app(worker, pool),
-                host=settings.http_host,
-                port=settings.http_port,
-                log_config=None,
-                access_log=False,
-                lifespan="off",
-            )
-        )
+        http = QuietServer.for_app(health_app(worker, pool), settings.http_host, settings.http_port)
         http_task = asyncio.create_task(http.serve())
         tune_gc()
         log.info(

@@ -8,7 +8,6 @@ import logging
 import signal
 
 import kopf
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -75,16 +74,7 @@ async def run(settings: OperatorSettings) -> None:
             ready_flag=ready,
         )
     )
-    http = QuietServer(
-        uvicorn.Config(
-            http_app(operator, ready),
-            host=settings.http_host,
-            port=settings.http_port,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-        )
-    )
+    http = QuietServer.for_app(http_app(operator, ready), settings.http_host, settings.http_port)
     tasks = [asyncio.create_task(http.serve())]
     if settings.mirror_namespace:
         tasks.append(asyncio.create_task(mirror_after_ready(memo, ready, stop)))
