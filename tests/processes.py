@@ -66,3 +66,12 @@ class Deployable:
                 self.terminate()
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """One sample's value from a Prometheus text page (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in httpx.get(url).text.splitlines():
+        if line.startswith(f"{name}{{{wanted}}}" if labels else f"{name} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

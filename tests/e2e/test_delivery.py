@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e.conftest import Stack
+from tests.processes import metric
 
 SENT = {"status": "SENT"}
 
@@ -31,15 +32,6 @@ def sandbox(stack: Stack, what: str, provider: str) -> list[dict[str, Any]]:
 
 def faults(stack: Stack, provider: str, **settings: Any) -> None:
     httpx.put(f"{stack.sandbox_url}/_sandbox/faults/{provider}", json=settings).raise_for_status()
-
-
-def metric(url: str, name: str, **labels: str) -> float:
-    """One sample's value from a Prometheus text page (0 when absent)."""
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    for line in httpx.get(url).text.splitlines():
-        if line.startswith(f"{name}{{{wanted}}}" if labels else f"{name} "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def send(stack: Stack, site: dict[str, str], payload: dict[str, Any]) -> str:

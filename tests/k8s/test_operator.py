@@ -23,7 +23,7 @@ import yaml
 
 from tests.conftest import ADMIN_HEADERS, ADMIN_TOKEN, EMAIL, free_port, register
 from tests.k8s.conftest import CHART, ROOT, Cluster
-from tests.processes import LOG_DIR, Deployable
+from tests.processes import LOG_DIR, Deployable, metric
 
 EXAMPLE = ROOT / "examples" / "frappesite.yaml"
 # Watched namespaces: Roles there, nothing cluster-wide but the CRD itself.
@@ -289,6 +289,10 @@ def test_a_site_registered_through_rest_is_mirrored(operator: Operator, notify: 
     assert mirrored["status"]["mirrored"] is True and mirrored["status"]["secretName"] == ""
     assert mirrored["status"]["siteId"] == site["site_id"]
     assert send_with(notify, site["api_key"]).status_code == 202  # the registrant's key still works
+    metrics_url = op.process.health_url.replace("/healthz", "/metrics")
+    assert metric(metrics_url, "notify_operator_mirrored_sites_total") >= 1
+    assert metric(metrics_url, "notify_operator_reconciles_total", result="ok", trigger="create") >= 1
+    assert httpx.get(op.process.health_url.replace("/healthz", "/readyz")).status_code == 200
     notify.patch(f"/api/v1/admin/sites/{site['site_name']}", json={"status": "deactivated"}, headers=ADMIN_HEADERS)
     gone = wait_for("the deletion reflected", phase_of(op, op.mirror_ns, site["site_name"], "Error"))
     assert gone["status"]["conditions"][0]["reason"] == "SiteGone"
