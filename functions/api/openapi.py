@@ -139,6 +139,16 @@ SCHEMAS: dict[str, Any] = {
             },
         ]
     },
+    "NewKey": {
+        "type": "object",
+        "required": ["site_id", "api_key", "key_created_at"],
+        "properties": {
+            "site_id": {"type": "string"},
+            "site_name": {"type": "string", "description": "in the admin route's answer"},
+            "api_key": {"type": "string", "description": "shown only in this response"},
+            "key_created_at": _TIMESTAMP,
+        },
+    },
     "DailyMetrics": {
         "type": "object",
         "properties": {
@@ -232,17 +242,7 @@ PATHS: dict[str, Any] = {
             "description": "Other API processes may accept the old key for up to AUTH_CACHE_TTL_SECONDS.",
             "security": SITE_KEY,
             "responses": {
-                "200": _json(
-                    {
-                        "type": "object",
-                        "properties": {
-                            "site_id": {"type": "string"},
-                            "api_key": {"type": "string"},
-                            "key_created_at": _TIMESTAMP,
-                        },
-                    },
-                    "new key",
-                ),
+                "200": _json(_ref("NewKey"), "new key"),
                 **_errors(*_SITE_ERRORS),
             },
         }
@@ -308,18 +308,7 @@ PATHS: dict[str, Any] = {
             "summary": "Replace a site's key (admin); the new key is shown once, the old one stops working",
             "security": ADMIN,
             "responses": {
-                "200": _json(
-                    {
-                        "type": "object",
-                        "properties": {
-                            "site_id": {"type": "string"},
-                            "site_name": {"type": "string"},
-                            "api_key": {"type": "string"},
-                            "key_created_at": _TIMESTAMP,
-                        },
-                    },
-                    "new key",
-                ),
+                "200": _json(_ref("NewKey"), "new key"),
                 **_errors(401, 404, 422, 503),
             },
         },
