@@ -59,9 +59,7 @@ async def run(settings: OperatorSettings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    namespaces = list(settings.namespaces)
-    if namespaces and settings.mirror_namespace and settings.mirror_namespace not in namespaces:
-        namespaces.append(settings.mirror_namespace)  # mirrored FrappeSites must be reconciled too
+    namespaces = settings.watched_namespaces
     operator = asyncio.create_task(
         kopf.operator(
             registry=build_registry(settings, connection),

@@ -124,8 +124,7 @@ async def on_delete(body: kopf.Body, memo: OperatorContext, retry: int, **_: Any
 
 async def mirror_once(memo: OperatorContext) -> None:
     settings = memo.settings
-    watched = (*settings.namespaces, settings.mirror_namespace) if settings.namespaces else ()
-    created = await mirror_sites(memo.notify, memo.kube, settings.mirror_namespace, watched)
+    created = await mirror_sites(memo.notify, memo.kube, settings.mirror_namespace, settings.watched_namespaces)
     MIRRORED.inc(len(created))
     for name in created:
         log.info("mirrored a site registered through REST", extra={"site_name": name})

@@ -25,6 +25,14 @@ class OperatorSettings:
     http_port: int
     log_level: str
 
+    @property
+    def watched_namespaces(self) -> tuple[str, ...]:
+        """What the operator watches: the configured namespaces plus the mirror namespace (mirrored FrappeSites
+        must be reconciled too); empty means the whole cluster."""
+        if not self.namespaces or not self.mirror_namespace or self.mirror_namespace in self.namespaces:
+            return self.namespaces
+        return (*self.namespaces, self.mirror_namespace)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
         env = Env(environ)
