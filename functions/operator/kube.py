@@ -8,6 +8,7 @@ import base64
 import ssl
 import tempfile
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,17 +31,16 @@ def _pem(data: str | bytes) -> bytes:
     return base64.b64decode(data)
 
 
-def _client_cert_files(info: kopf.ConnectionInfo) -> tuple[str, str] | None:
+def _load_client_cert(context: ssl.SSLContext, info: kopf.ConnectionInfo) -> None:
     if info.certificate_path and info.private_key_path:
-        return str(info.certificate_path), str(info.private_key_path)
-    if info.certificate_data and info.private_key_data:
-        files = []
-        for data in (info.certificate_data, info.private_key_data):
-            with tempfile.NamedTemporaryFile("wb", prefix="kube-", suffix=".pem", delete=False) as handle:
-                handle.write(_pem(data))
-            files.append(handle.name)
-        return files[0], files[1]
-    return None
+        context.load_cert_chain(str(info.certificate_path), str(info.private_key_path))
+    elif info.certificate_data and info.private_key_data:
+        # ssl reads a certificate chain from files only: write them, load them, and never leave the key behind.
+        with tempfile.TemporaryDirectory(prefix="kube-") as folder:
+            cert, key = Path(folder, "client.crt"), Path(folder, "client.key")
+            cert.write_bytes(_pem(info.certificate_data))
+            key.write_bytes(_pem(info.private_key_data))
+            context.load_cert_chain(str(cert), str(key))
 
 
 def ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
@@ -50,9 +50,7 @@ def ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
         cafile=str(info.ca_path) if info.ca_path else None,
         cadata=_pem(info.ca_data).decode() if info.ca_data else None,
     )
-    cert = _client_cert_files(info)
-    if cert:
-        context.load_cert_chain(*cert)
+    _load_client_cert(context, info)
     return context
 
 
