@@ -40,18 +40,20 @@ class _Batch:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
         self.loop = loop
+        self.loop_thread = threading.get_ident()
         self.remaining = count
         self.errors: list[str] = []
         self.future: asyncio.Future[list[str]] = loop.create_future()
-        self.lock = threading.Lock()
 
     def on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
-        with self.lock:
-            if err is not None:
-                self.errors.append(str(err))
-            self.remaining -= 1
-            done = self.remaining == 0
-        if done:
+        if err is not None:
+            self.errors.append(str(err))
+        self.remaining -= 1
+        if self.remaining:
+            return
+        if threading.get_ident() == self.loop_thread:
+            _resolve(self.future, self.errors)
+        else:  # served by close()'s flush in another thread
             self.loop.call_soon_threadsafe(_resolve, self.future, self.errors)
 
 
@@ -60,41 +62,65 @@ def _resolve(future: asyncio.Future[list[str]], errors: list[str]) -> None:
         future.set_result(errors)
 
 
+def raise_delivery_errors(errors: list[str]) -> None:
+    if errors:
+        raise Unavailable(f"Kafka did not accept the message: {errors[0]}", code="kafka_unavailable")
+
+
 class Publisher:
     """Produces records and lets a coroutine await the broker's acknowledgement of all of them.
 
-    A daemon thread serves librdkafka's delivery callbacks, so the event loop never blocks on poll().
+    Delivery reports are served on the event loop's own thread: while any record awaits its report, a timer
+    polls the producer every millisecond (``poll(0)`` never blocks). A background polling thread, the usual
+    pattern, needs the GIL for every round of reports and then wakes the loop through its self-pipe: under
+    load it waited milliseconds for the GIL each time, and every request waited with it.
     """
+
+    POLL_INTERVAL_S = 0.001
 
     def __init__(self, settings: KafkaSettings, **overrides: Any) -> None:
         self._producer = Producer(producer_config(settings, **overrides))
-        self._running = True
-        self._thread = threading.Thread(target=self._serve_callbacks, name="kafka-delivery", daemon=True)
-        self._thread.start()
+        self._poll_timer: asyncio.TimerHandle | None = None
+        self._poll_loop: asyncio.AbstractEventLoop | None = None
         self._ready_at = 0.0
 
-    def _serve_callbacks(self) -> None:
-        while self._running:
-            self._producer.poll(0.05)
+    def _poll(self) -> None:
+        self._poll_timer = None
+        self._producer.poll(0)
+        self._keep_polling(asyncio.get_running_loop())
 
-    async def publish(self, records: Sequence[tuple[str, bytes, bytes]]) -> None:
-        """Produce ``(topic, key, value)`` records; return once all are acknowledged, else raise Unavailable."""
+    def _keep_polling(self, loop: asyncio.AbstractEventLoop) -> None:
+        # len(): records not yet acknowledged plus reports not yet served. A timer left on another (closed)
+        # loop does not count: one publisher may outlive an asyncio.run().
+        if (self._poll_timer is None or self._poll_loop is not loop) and len(self._producer):
+            self._poll_timer = loop.call_later(self.POLL_INTERVAL_S, self._poll)
+            self._poll_loop = loop
+
+    async def enqueue(self, records: Sequence[tuple[str, bytes, bytes]]) -> asyncio.Future[list[str]]:
+        """Produce ``(topic, key, value)`` records now; the future resolves, once the broker has answered for
+        every one of them, with the delivery errors (empty: all acknowledged). Waits only while librdkafka's
+        local queue is full."""
+        loop = asyncio.get_running_loop()
+        batch = _Batch(loop, len(records))
         if not records:
-            return
-        batch = _Batch(asyncio.get_running_loop(), len(records))
+            batch.future.set_result([])
         for topic, key, value in records:
             while True:
                 try:
                     self._producer.produce(topic, value, key, on_delivery=batch.on_delivery)
                     break
                 except BufferError:  # local queue full: let deliveries drain, then go on
+                    self._keep_polling(loop)
                     await asyncio.sleep(0.005)
                 except KafkaException as exc:
                     batch.on_delivery(exc.args[0], None)
                     break
-        errors = await batch.future
-        if errors:
-            raise Unavailable(f"Kafka did not accept the message: {errors[0]}", code="kafka_unavailable")
+        self._keep_polling(loop)
+        return batch.future
+
+    async def publish(self, records: Sequence[tuple[str, bytes, bytes]]) -> None:
+        """Produce records and return once all are acknowledged, else raise Unavailable."""
+        raise_delivery_errors(await (await self.enqueue(records)))
 
     async def check_ready(self, timeout_s: float = 2.0, cache_s: float = 2.0) -> None:
         """Raise Unavailable unless the cluster answered a metadata request recently."""
@@ -107,11 +133,10 @@ class Publisher:
         self._ready_at = time.monotonic()
 
     def close(self, timeout_s: float = 10.0) -> None:
+        # Called from a thread (flush blocks): a pending poll timer is left to the loop, it finds nothing to do.
         remaining = self._producer.flush(timeout_s)
         if remaining:
             log.warning("kafka producer closed with %d undelivered records", remaining)
-        self._running = False
-        self._thread.join(timeout=1.0)
 
 
 def ensure_topics(
