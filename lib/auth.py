@@ -38,6 +38,7 @@ from lib.errors import Forbidden, TooManyRequests, Unauthorized
 from lib.ratelimit import TokenBucket
 
 AUTH_CACHE = Counter("notify_auth_cache_total", "API key checks by cache result", ["result"])
+_CACHE_RESULTS = {result: AUTH_CACHE.labels(result) for result in ("hit", "negative_hit", "stale", "miss")}
 AUTH_BCRYPT = Counter("notify_auth_bcrypt_total", "bcrypt verifications by outcome", ["outcome"])
 
 
@@ -179,10 +180,10 @@ class Authenticator:
         now = self._clock()
         entry = self._cache.get(key.digest)
         if entry is not None and entry.expires_at > now:
-            AUTH_CACHE.labels("hit" if entry.identity else "negative_hit").inc()
+            _CACHE_RESULTS["hit" if entry.identity else "negative_hit"].inc()
             return _admit(entry.identity)
         verified = entry if entry is not None and entry.identity is not None else None
-        AUTH_CACHE.labels("stale" if verified else "miss").inc()
+        _CACHE_RESULTS["stale" if verified else "miss"].inc()
         if verified is None:
             self._refuse_if_throttled(key.lookup_id, now)
             if not await self._known.contains(key.lookup_id):
