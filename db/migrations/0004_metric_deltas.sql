@@ -26,20 +26,23 @@ BEGIN
 END $$;
 
 -- Each message counts once per status it holds: +1 for its status (and total) on insert, -1 on delete,
--- and on update -1 for the old status and +1 for the new one when the status changed.
-CREATE OR REPLACE FUNCTION message_logs_metrics_on_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+-- and on update -1 for the old status and +1 for the new one when the status changed. Inserts and deletes
+-- share one function: both triggers name their transition table changed_rows.
+CREATE FUNCTION message_logs_metrics_on_insert_or_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    direction CONSTANT bigint := CASE TG_OP WHEN 'INSERT' THEN 1 ELSE -1 END;
 BEGIN
     PERFORM add_metric_deltas(array_agg(ROW(x.*)::metric_delta)) FROM (
         SELECT site_id, (created_at AT TIME ZONE 'UTC')::date, channel,
-               count(*),
-               count(*) FILTER (WHERE status = 'PENDING'),
-               count(*) FILTER (WHERE status = 'PROCESSING'),
-               count(*) FILTER (WHERE status = 'SENT'),
-               count(*) FILTER (WHERE status = 'FAILED'),
-               count(*) FILTER (WHERE status = 'DELIVERED'),
-               count(*) FILTER (WHERE status = 'BOUNCED'),
-               count(*) FILTER (WHERE status = 'READ')
-        FROM new_rows GROUP BY 1, 2, 3
+               direction * count(*),
+               direction * count(*) FILTER (WHERE status = 'PENDING'),
+               direction * count(*) FILTER (WHERE status = 'PROCESSING'),
+               direction * count(*) FILTER (WHERE status = 'SENT'),
+               direction * count(*) FILTER (WHERE status = 'FAILED'),
+               direction * count(*) FILTER (WHERE status = 'DELIVERED'),
+               direction * count(*) FILTER (WHERE status = 'BOUNCED'),
+               direction * count(*) FILTER (WHERE status = 'READ')
+        FROM changed_rows GROUP BY 1, 2, 3
     ) x HAVING count(*) > 0;
     RETURN NULL;
 END $$;
@@ -63,21 +66,15 @@ BEGIN
     RETURN NULL;
 END $$;
 
-CREATE OR REPLACE FUNCTION message_logs_metrics_on_delete() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM add_metric_deltas(array_agg(ROW(x.*)::metric_delta)) FROM (
-        SELECT site_id, (created_at AT TIME ZONE 'UTC')::date, channel,
-               -count(*),
-               -count(*) FILTER (WHERE status = 'PENDING'),
-               -count(*) FILTER (WHERE status = 'PROCESSING'),
-               -count(*) FILTER (WHERE status = 'SENT'),
-               -count(*) FILTER (WHERE status = 'FAILED'),
-               -count(*) FILTER (WHERE status = 'DELIVERED'),
-               -count(*) FILTER (WHERE status = 'BOUNCED'),
-               -count(*) FILTER (WHERE status = 'READ')
-        FROM old_rows GROUP BY 1, 2, 3
-    ) x HAVING count(*) > 0;
-    RETURN NULL;
-END $$;
+DROP TRIGGER message_logs_metrics_insert ON message_logs;
+DROP TRIGGER message_logs_metrics_delete ON message_logs;
+CREATE TRIGGER message_logs_metrics_insert AFTER INSERT ON message_logs
+    REFERENCING NEW TABLE AS changed_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION message_logs_metrics_on_insert_or_delete();
+CREATE TRIGGER message_logs_metrics_delete AFTER DELETE ON message_logs
+    REFERENCING OLD TABLE AS changed_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION message_logs_metrics_on_insert_or_delete();
 
+DROP FUNCTION message_logs_metrics_on_insert();
+DROP FUNCTION message_logs_metrics_on_delete();
 DROP FUNCTION apply_metric_deltas(jsonb);
