@@ -59,36 +59,19 @@ def check_channel(site: SiteIdentity, channel: str) -> None:
 @dataclass(frozen=True)
 class _Item:
     message_id: uuid.UUID
-    site: SiteIdentity
     req: NotificationRequest
+    record_json: str  # the Kafka record, encoded once: the insert reads the row from the same text
 
 
-def _insert_params(items: list[_Item]) -> dict[str, Any]:
-    rows = []
-    for item in items:
-        req = item.req
-        rows.append(
-            {
-                "id": str(item.message_id),
-                "site_id": str(item.site.site_id),
-                "channel": req.channel,
-                "recipient": req.recipient,
-                "subject": req.subject,
-                "body": req.body,
-                "html": req.html,
-                "metadata": req.metadata,
-                "idempotency_key": req.idempotency_key,
-                "idempotency_fingerprint": req.fingerprint() if req.idempotency_key else None,
-            }
-        )
-    return {"rows": json.dumps(rows)}
+def _item(site: SiteIdentity, req: NotificationRequest) -> _Item:
+    message_id = uuid.uuid4()
+    return _Item(message_id, req, _record(message_id, site, req, _now_iso()).to_json())
 
 
-def _record(item: _Item, created_at: str) -> NotificationRecord:
-    req = item.req
+def _record(message_id: uuid.UUID, site: SiteIdentity, req: NotificationRequest, created_at: str) -> NotificationRecord:
     return NotificationRecord(
-        message_id=str(item.message_id),
-        site_id=str(item.site.site_id),
+        message_id=str(message_id),
+        site_id=str(site.site_id),
         channel=req.channel,
         recipient=req.recipient,
         body=req.body,
@@ -97,6 +80,19 @@ def _record(item: _Item, created_at: str) -> NotificationRecord:
         metadata=req.metadata,
         created_at=created_at,
     )
+
+
+def _row_json(item: _Item) -> str:
+    """The insert's row: the record's JSON object, with the idempotency pair spliced in when there is one."""
+    req = item.req
+    if req.idempotency_key is None:
+        return item.record_json
+    pair = json.dumps({"idempotency_key": req.idempotency_key, "idempotency_fingerprint": req.fingerprint()})
+    return f"{item.record_json[:-1]},{pair[1:]}"
+
+
+def _insert_params(items: list[_Item]) -> dict[str, Any]:
+    return {"rows": f"[{','.join(map(_row_json, items))}]"}
 
 
 def _wire(kafka: KafkaSettings, record: NotificationRecord) -> tuple[str, bytes, bytes]:
@@ -112,19 +108,17 @@ async def publish_or_mark_failed(
 ) -> None:
     """Publish; if Kafka refuses, mark the rows FAILED (enqueue_failed) so none stays PENDING, and re-raise."""
     if records:
-        await _confirm_or_mark_failed(pool, records, await publisher.enqueue([_wire(kafka, r) for r in records]))
+        delivered = await publisher.enqueue([_wire(kafka, r) for r in records])
+        await _confirm_or_mark_failed(pool, [uuid.UUID(r.message_id) for r in records], delivered)
 
 
-async def _confirm_or_mark_failed(
-    pool: Any, records: list[NotificationRecord], delivered: asyncio.Future[list[str]]
-) -> None:
+async def _confirm_or_mark_failed(pool: Any, ids: list[uuid.UUID], delivered: asyncio.Future[list[str]]) -> None:
     """Wait for Kafka's answer to records already produced; on refusal mark their rows as in
     ``publish_or_mark_failed``."""
     started = time.perf_counter()
     try:
         raise_delivery_errors(await delivered)
     except Unavailable as exc:
-        ids = [uuid.UUID(r.message_id) for r in records]
         async with db.unavailable_on_error(), pool.connection() as conn:
             await conn.execute(db.query("mark_enqueue_failed"), {"ids": ids, "error": exc.message})
         log.error("enqueue failed", extra={"count": len(ids), "error": exc.message})
@@ -162,7 +156,7 @@ class Acceptor:
 
     async def accept(self, site: SiteIdentity, req: NotificationRequest) -> Accepted:
         check_channel(site, req.channel)
-        item = _Item(uuid.uuid4(), site, req)
+        item = _item(site, req)
         confirmed = await self._batcher.submit(item)
         if confirmed is None:  # not inserted: the idempotency key was used before
             return await self._replay(site, req)
@@ -174,25 +168,34 @@ class Acceptor:
 
     async def _store_batch(self, items: list[_Item]) -> list[asyncio.Future[None] | None]:
         """Insert and produce; each inserted item gets the batch's shared Kafka confirmation, a replay None."""
-        inserted, records = await self._insert(items)
-        delivered = await self.publisher.enqueue([_wire(self.kafka, r) for r in records])
-        confirmed = asyncio.ensure_future(_confirm_or_mark_failed(self.pool, records, delivered))
+        inserted = await self._insert(items)
+        delivered = await self._produce(inserted)
+        confirmed = asyncio.ensure_future(
+            _confirm_or_mark_failed(self.pool, [i.message_id for i in inserted], delivered)
+        )
         confirmed.add_done_callback(_retrieve_error)  # its waiters may all have gone
-        return [confirmed if item.message_id in inserted else None for item in items]
+        inserted_ids = {item.message_id for item in inserted}
+        return [confirmed if item.message_id in inserted_ids else None for item in items]
 
-    async def _insert(self, items: list[_Item]) -> tuple[set[uuid.UUID], list[NotificationRecord]]:
-        """Insert in one statement; the ids inserted (others: key replays) and their Kafka records."""
+    async def _insert(self, items: list[_Item]) -> list[_Item]:
+        """Insert in one statement; the items inserted (the others: idempotency key replays)."""
         async with db.unavailable_on_error(), self.pool.connection() as conn:
             cur = await conn.execute(db.query("insert_messages"), _insert_params(items))
             inserted = {r["id"] for r in await cur.fetchall()}
-        created_at = _now_iso()
-        return inserted, [_record(i, created_at) for i in items if i.message_id in inserted]
+        return [item for item in items if item.message_id in inserted]
+
+    async def _produce(self, items: list[_Item]) -> asyncio.Future[list[str]]:
+        topic = self.kafka.topic
+        return await self.publisher.enqueue(
+            [(topic(i.req.channel), str(i.message_id).encode(), i.record_json.encode()) for i in items]
+        )
 
     async def _store(self, items: list[_Item]) -> set[uuid.UUID]:
         """Insert, publish what was inserted and wait for Kafka; the ids inserted."""
-        inserted, records = await self._insert(items)
-        await publish_or_mark_failed(self.pool, self.publisher, self.kafka, records)
-        return inserted
+        inserted = await self._insert(items)
+        ids = [i.message_id for i in inserted]
+        await _confirm_or_mark_failed(self.pool, ids, await self._produce(inserted))
+        return set(ids)
 
     async def _replay(self, site: SiteIdentity, req: NotificationRequest) -> Accepted:
         """The idempotency key was used before: the same request gets the same message, another is a conflict.
@@ -221,10 +224,10 @@ class Acceptor:
                 ).fetchone()
         if reopened is None:
             return Accepted(existing["id"], replayed=True)
-        item = _Item(existing["id"], site, req)
-        await publish_or_mark_failed(self.pool, self.publisher, self.kafka, [_record(item, _now_iso())])
+        record = _record(existing["id"], site, req, _now_iso())
+        await publish_or_mark_failed(self.pool, self.publisher, self.kafka, [record])
         _ACCEPTED[req.channel].inc()
-        return Accepted(item.message_id, replayed=False)
+        return Accepted(existing["id"], replayed=False)
 
     async def accept_bulk(self, site: SiteIdentity, items: Any) -> list[dict[str, Any]]:
         """Validate each item on its own; store the valid ones as one batch."""
@@ -252,7 +255,7 @@ class Acceptor:
             except NotifyError as exc:
                 results[index] = {"index": index, **_item_error(exc)}
                 continue
-            valid[index] = _Item(uuid.uuid4(), site, req)
+            valid[index] = _item(site, req)
         inserted = await self._store(list(valid.values())) if valid else set()
         for index, item in valid.items():
             if item.message_id in inserted:

@@ -43,6 +43,9 @@ class NotificationRecord:
         return self.message_id.encode()
 
     def to_bytes(self) -> bytes:
+        return self.to_json().encode()
+
+    def to_json(self) -> str:
         # Spelled out rather than dataclasses.asdict, which deep-copies: this runs once per message.
         fields = {
             "message_id": self.message_id,
@@ -56,7 +59,7 @@ class NotificationRecord:
             "created_at": self.created_at,
             "v": self.v,
         }
-        return json.dumps(fields, separators=(",", ":")).encode()
+        return json.dumps(fields, separators=(",", ":"))
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> NotificationRecord:

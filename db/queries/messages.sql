@@ -1,14 +1,16 @@
 -- name: insert_messages
 -- One statement for many rows (a bulk request, or concurrent /send requests gathered in one loop turn),
--- passed as one JSON array: a single parameter is far cheaper to send than ten arrays. Rows whose
--- idempotency key was already used are skipped; the caller finds them by the ids missing from RETURNING.
+-- passed as one JSON array: a single parameter is far cheaper to send than ten arrays. Each element is the
+-- message's Kafka record (its keys name the columns; the others are ignored), plus the idempotency pair
+-- when there is one: each message is encoded once. Rows whose idempotency key was already used are skipped;
+-- the caller finds them by the ids missing from RETURNING.
 INSERT INTO message_logs
     (id, site_id, channel, recipient, subject, body, html, metadata, idempotency_key,
      idempotency_fingerprint)
-SELECT id, site_id, channel, recipient, subject, body, html, coalesce(metadata, '{}'), idempotency_key,
+SELECT message_id, site_id, channel, recipient, subject, body, html, coalesce(metadata, '{}'), idempotency_key,
        idempotency_fingerprint
 FROM jsonb_to_recordset(%(rows)s::jsonb) AS t(
-    id uuid, site_id uuid, channel channel, recipient text, subject text, body text, html text,
+    message_id uuid, site_id uuid, channel channel, recipient text, subject text, body text, html text,
     metadata jsonb, idempotency_key text, idempotency_fingerprint text)
 ON CONFLICT (site_id, idempotency_key) DO NOTHING
 RETURNING id;
