@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from lib.kafka import ensure_topics
+from lib.kafka import drop_topics, ensure_topics
 from lib.migrate import migrate
 from lib.settings import KafkaSettings
 
@@ -33,8 +34,10 @@ def fresh_database(name: str) -> str:
 
 
 def fresh_topics(partitions: int = 6) -> KafkaSettings:
+    """Topics of the benchmark's own, deleted when it exits."""
     kafka = KafkaSettings(bootstrap_servers=KAFKA_BOOTSTRAP, topic_prefix=f"bench{uuid.uuid4().hex[:6]}")
     ensure_topics(kafka, partitions=partitions)
+    atexit.register(drop_topics, kafka)
     return kafka
 
 

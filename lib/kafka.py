@@ -139,12 +139,16 @@ class Publisher:
             log.warning("kafka producer closed with %d undelivered records", remaining)
 
 
+def _channel_topics(settings: KafkaSettings) -> list[str]:
+    return [settings.topic(c) for c in CHANNELS] + [settings.dlq_topic(c) for c in CHANNELS]
+
+
 def ensure_topics(
     settings: KafkaSettings, *, partitions: int, replication: int = 1, timeout_s: float = 30.0
 ) -> list[str]:
     """Create each channel's topic and dead-letter topic if missing; return those created."""
     admin = AdminClient(settings.client_config())
-    wanted = [settings.topic(c) for c in CHANNELS] + [settings.dlq_topic(c) for c in CHANNELS]
+    wanted = _channel_topics(settings)
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     missing = [
         NewTopic(t, num_partitions=partitions, replication_factor=replication) for t in wanted if t not in existing
@@ -158,3 +162,15 @@ def ensure_topics(
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     return created
+
+
+def drop_topics(settings: KafkaSettings, *, timeout_s: float = 30.0) -> None:
+    """Delete each channel's topic and dead-letter topic (a test's or benchmark's own, under its prefix):
+    partitions left behind stay on the broker for good, and every one costs it work."""
+    admin = AdminClient(settings.client_config())
+    for future in admin.delete_topics(_channel_topics(settings), operation_timeout=timeout_s).values():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise

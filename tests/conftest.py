@@ -19,11 +19,10 @@ import httpx
 import psycopg
 import pytest
 import uvicorn
-from confluent_kafka.admin import AdminClient
 
 from functions.api.app import create_app
 from functions.api.settings import ApiSettings
-from lib.kafka import CHANNELS, ensure_topics
+from lib.kafka import drop_topics, ensure_topics
 from lib.migrate import migrate
 from lib.settings import KafkaSettings
 
@@ -67,10 +66,7 @@ def kafka_settings() -> Iterator[KafkaSettings]:
     except Exception as exc:
         pytest.exit(f"Kafka is not reachable at {KAFKA_BOOTSTRAP} (run scripts/test.sh): {exc}", returncode=3)
     yield settings
-    admin = AdminClient(settings.client_config())
-    topics = [settings.topic(c) for c in CHANNELS] + [settings.dlq_topic(c) for c in CHANNELS]
-    for future in admin.delete_topics(topics, operation_timeout=20).values():
-        future.result()
+    drop_topics(settings, timeout_s=20)
 
 
 def free_port() -> int:

@@ -12,7 +12,7 @@ import httpx
 import psycopg
 import pytest
 
-from lib.kafka import ensure_topics
+from lib.kafka import drop_topics, ensure_topics
 from lib.settings import KafkaSettings
 from tests.conftest import ADMIN_TOKEN, KAFKA_BOOTSTRAP, free_port
 from tests.processes import Deployable
@@ -128,6 +128,7 @@ class Stack:
         self.http.close()
         for proc in reversed(self.processes):
             proc.stop()
+        drop_topics(self.kafka, timeout_s=20)
 
 
 @pytest.fixture
