@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import statistics
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,7 @@ WORKERS = 32  # open-loop runs: vegeta's starting worker count (it adds more as 
 # A closed-loop client with too few connections measures one round trip's latency, not the server's capacity:
 # each endpoint's maximum is its best rate over these connection counts.
 CONNECTIONS = (32, 128, 256)
+AUTH_ROUNDS = 3
 
 
 def _server(kind: str, env: dict[str, str]) -> tuple[Child, str]:
@@ -128,6 +130,9 @@ def run(duration_s: float) -> Report:
         hello, hello_url = _server("hello", env)
         hello_max, hello_conns = _maximum(_send_targets(hello_url, keys), duration_s)
         r_hello = hello_max.throughput
+        # The latency floor of this machine: a no-I/O endpoint at the same relative load as /send's figure.
+        hello_targets = _send_targets(hello_url, keys)
+        hello_steady = attack(hello_targets, duration_s=duration_s, rate=0.7 * r_hello, workers=WORKERS)
         hello.stop()
         pg, pg_url = _server("pg", env)
         pg_max, pg_conns = _maximum(_send_targets(pg_url, keys), duration_s)
@@ -176,14 +181,23 @@ def run(duration_s: float) -> Report:
             workers=4,
             timeout_s=60,
         )
+        # Auth against auth bypassed: alternating runs at the same connection count, so that drift over time
+        # (the machine, a table that grows) falls on both sides; the medians are compared.
+        no_auth, no_auth_url = _server("api-no-auth", env)
+        try:
+            pairs = [
+                (
+                    attack(_send_targets(url, keys), duration_s=duration_s, workers=send_conns).throughput,
+                    attack(_send_targets(no_auth_url, keys), duration_s=duration_s, workers=send_conns).throughput,
+                )
+                for _ in range(AUTH_ROUNDS)
+            ]
+        finally:
+            no_auth.stop()
     finally:
         api.stop()
-
-    no_auth, no_auth_url = _server("api-no-auth", env)
-    try:
-        bypass = _maximum(_send_targets(no_auth_url, keys), duration_s)[0].throughput
-    finally:
-        no_auth.stop()
+    with_auth = statistics.median(a for a, _ in pairs)
+    bypass = statistics.median(b for _, b in pairs)
 
     r_kraw = _raw_kafka(kafka, duration_s)
     r_copy = _copy_rows(dsn, sites[0]["site_id"], 100_000)
@@ -218,10 +232,15 @@ def run(duration_s: float) -> Report:
         verdict(steady.p99_ms <= 25 and steady.non_2xx == 0, "p99 <= 25 ms, no non-2xx"),
     )
     report.add(
-        "/send with auth vs auth bypassed (harness only), req/s",
-        f"{send.throughput:.0f}",
-        f"{send.throughput / bypass:.2f} x {bypass:.0f}",
-        verdict(send.throughput >= 0.95 * bypass, ">= 0.95"),
+        f"  R_hello's own at 70% of its max ({0.7 * r_hello:.0f}/s): p50 / p99 ms",
+        f"{hello_steady.p50_ms:.1f} / {hello_steady.p99_ms:.1f}",
+        f"non-2xx: {hello_steady.non_2xx}",
+    )
+    report.add(
+        f"/send with auth vs auth bypassed (harness only), medians of {AUTH_ROUNDS} alternating runs, req/s",
+        f"{with_auth:.0f}",
+        f"{with_auth / bypass:.2f} x {bypass:.0f}",
+        verdict(with_auth >= 0.95 * bypass, ">= 0.95"),
     )
     report.add(
         f"valid /send at 70% of max under a flood of {flood_rate:.0f} wrong keys/s, accepted/s",
