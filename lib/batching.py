@@ -1,8 +1,10 @@
 """Gathering concurrent calls into one round trip (group commit).
 
-Callers ``submit`` one item each and await their own result; whatever arrives while earlier batches are
-being written goes out together as the next batch. Under light load a batch is one item and nothing
-waits; under heavy load one statement serves hundreds of callers.
+Callers ``submit`` one item each and await their own result. A batch starts at the end of the event loop's
+turn, not at the first submit: every caller that turn ran (the requests that one read from the sockets woke)
+goes in it, where starting at once gave the first caller a batch, and a slot, of its own. Whatever arrives while
+the slots are busy goes out together as the next batch. Under light load a batch is one item and waits one
+loop turn; under heavy load one statement serves hundreds of callers.
 """
 
 from __future__ import annotations
@@ -28,14 +30,19 @@ class Batcher(Generic[Item, Result]):
         self.max_in_flight = max_in_flight
         self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
         self._in_flight = 0
+        self._kick_scheduled = False
 
     async def submit(self, item: Item) -> Result:
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Result] = loop.create_future()
         self._waiting.append((item, future))
-        self._kick()
+        if not self._kick_scheduled:
+            self._kick_scheduled = True
+            loop.call_soon(self._kick)
         return await future
 
     def _kick(self) -> None:
+        self._kick_scheduled = False
         while self._waiting and self._in_flight < self.max_in_flight:
             batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
             self._in_flight += 1

@@ -139,14 +139,15 @@ def _item_error(exc: NotifyError) -> dict[str, Any]:
 class Acceptor:
     """Stores and enqueues notifications.
 
-    Concurrent /send requests are gathered (group commit): whatever arrived while the previous insert ran goes
-    into PostgreSQL as one INSERT and to Kafka as one burst of records, and each request still gets its own
-    answer. Few inserts at a time (``max_in_flight``, one per core here): under load, batches grow instead of
-    multiplying, so the cost per message falls as the rate rises. Kafka's acknowledgement is awaited outside
-    that slot, so the next insert overlaps it. A bulk request is one such batch by itself.
+    Concurrent /send requests are gathered (group commit): the requests of one event-loop turn, and whatever
+    arrived while the previous insert ran, go into PostgreSQL as one INSERT and to Kafka as one burst of
+    records, and each request still gets its own answer. One insert at a time (``max_in_flight``): under load,
+    batches grow instead of multiplying, so the cost per message falls as the rate rises; a second concurrent
+    insert mostly waited for the first's locks on the same daily-metrics rows anyway. Kafka's acknowledgement
+    is awaited outside that slot, so the next insert overlaps it. A bulk request is one such batch by itself.
     """
 
-    def __init__(self, pool: Any, publisher: Publisher, kafka: KafkaSettings, *, max_in_flight: int = 2) -> None:
+    def __init__(self, pool: Any, publisher: Publisher, kafka: KafkaSettings, *, max_in_flight: int = 1) -> None:
         self.pool = pool
         self.publisher = publisher
         self.kafka = kafka
