@@ -128,10 +128,10 @@ def run(duration_s: float) -> Report:
         env["BENCH_SITES"] = json.dumps({s["api_key"]: s["site_id"] for s in sites})
 
         hello, hello_url = _server("hello", env)
-        hello_max, hello_conns = _maximum(_send_targets(hello_url, keys), duration_s)
+        hello_targets = _send_targets(hello_url, keys)
+        hello_max, hello_conns = _maximum(hello_targets, duration_s)
         r_hello = hello_max.throughput
         # The latency floor of this machine: a no-I/O endpoint at the same relative load as /send's figure.
-        hello_targets = _send_targets(hello_url, keys)
         hello_steady = attack(hello_targets, duration_s=duration_s, rate=0.7 * r_hello, workers=WORKERS)
         hello.stop()
         pg, pg_url = _server("pg", env)

@@ -169,34 +169,30 @@ class Acceptor:
 
     async def _store_batch(self, items: list[_Item]) -> list[asyncio.Future[None] | None]:
         """Insert and produce; each inserted item gets the batch's shared Kafka confirmation, a replay None."""
-        inserted = await self._insert(items)
-        delivered = await self._produce(inserted)
-        confirmed = asyncio.ensure_future(
-            _confirm_or_mark_failed(self.pool, [i.message_id for i in inserted], delivered)
-        )
+        inserted, delivered = await self._insert_and_produce(items)
+        confirmed = asyncio.ensure_future(_confirm_or_mark_failed(self.pool, inserted, delivered))
         confirmed.add_done_callback(_retrieve_error)  # its waiters may all have gone
-        inserted_ids = {item.message_id for item in inserted}
+        inserted_ids = set(inserted)
         return [confirmed if item.message_id in inserted_ids else None for item in items]
-
-    async def _insert(self, items: list[_Item]) -> list[_Item]:
-        """Insert in one statement; the items inserted (the others: idempotency key replays)."""
-        async with db.unavailable_on_error(), self.pool.connection() as conn:
-            cur = await conn.execute(db.query("insert_messages"), _insert_params(items))
-            inserted = {r["id"] for r in await cur.fetchall()}
-        return [item for item in items if item.message_id in inserted]
-
-    async def _produce(self, items: list[_Item]) -> asyncio.Future[list[str]]:
-        topic = self.kafka.topic
-        return await self.publisher.enqueue(
-            [(topic(i.req.channel), str(i.message_id).encode(), i.record_json.encode()) for i in items]
-        )
 
     async def _store(self, items: list[_Item]) -> set[uuid.UUID]:
         """Insert, publish what was inserted and wait for Kafka; the ids inserted."""
-        inserted = await self._insert(items)
-        ids = [i.message_id for i in inserted]
-        await _confirm_or_mark_failed(self.pool, ids, await self._produce(inserted))
-        return set(ids)
+        inserted, delivered = await self._insert_and_produce(items)
+        await _confirm_or_mark_failed(self.pool, inserted, delivered)
+        return set(inserted)
+
+    async def _insert_and_produce(self, items: list[_Item]) -> tuple[list[uuid.UUID], asyncio.Future[list[str]]]:
+        """Insert in one statement, then produce the records of the rows inserted (the others: idempotency key
+        replays); their ids, and the future of Kafka's answer."""
+        async with db.unavailable_on_error(), self.pool.connection() as conn:
+            cur = await conn.execute(db.query("insert_messages"), _insert_params(items))
+            ids = {r["id"] for r in await cur.fetchall()}
+        inserted = [item for item in items if item.message_id in ids]
+        topic = self.kafka.topic
+        delivered = await self.publisher.enqueue(
+            [(topic(i.req.channel), str(i.message_id).encode(), i.record_json.encode()) for i in inserted]
+        )
+        return [i.message_id for i in inserted], delivered
 
     async def _replay(self, site: SiteIdentity, req: NotificationRequest) -> Accepted:
         """The idempotency key was used before: the same request gets the same message, another is a conflict.
