@@ -199,7 +199,7 @@ def run(duration_s: float) -> Report:
             # For reference: valid clients as fast as they can go (the machine saturated), the flood on top.
             saturated_flood = pool.submit(attack, wrong_targets, duration_s=duration_s, rate=flood_rate, workers=16)
             under_flood = attack(_send_targets(url, keys), duration_s=duration_s, workers=send_conns)
-            saturated_flood.result()
+            saturated_flood_result = saturated_flood.result()
 
         items = [dict(EMAIL) for _ in range(1000)]
         bulk_body = json.dumps({"items": items}).encode()
@@ -299,7 +299,15 @@ def run(duration_s: float) -> Report:
         f"{under_flood.throughput:.0f}",
         f"{under_flood.throughput / send.throughput:.2f} x {send.throughput:.0f}",
     )
-    report.add("  (the flood's answers)", json.dumps(flooded.status_codes))
+    report.add(
+        "  (the wrong keys' answers during the 70% run)", json.dumps(flooded.status_codes), "; ".join(flooded.errors)
+    )
+    if under_flood.errors or saturated_flood_result.errors:
+        report.add(
+            "  transport errors at full speed (valid; flood)",
+            "",
+            f"{'; '.join(under_flood.errors) or '-'}; {'; '.join(saturated_flood_result.errors) or '-'}",
+        )
     report.add(
         "/bulk (1000 items, incl. Kafka produce), rows/s",
         f"{bulk.throughput * 1000:.0f}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -48,6 +49,8 @@ class AttackResult:
     p50_ms: float
     p99_ms: float
     status_codes: dict[str, int]
+    # vegeta's distinct transport errors: requests that got no HTTP answer (status code "0")
+    errors: tuple[str, ...] = ()
 
     @property
     def non_2xx(self) -> int:
@@ -87,4 +90,6 @@ def attack(
         p50_ms=data["latencies"]["50th"] / 1e6,
         p99_ms=data["latencies"]["99th"] / 1e6,
         status_codes={str(k): v for k, v in (data.get("status_codes") or {}).items()},
+        # vegeta lists an HTTP error status ("429 Too Many Requests") among its errors too: those are answers
+        errors=tuple(e for e in data.get("errors") or () if not re.match(r"\d{3} ", e)),
     )
