@@ -60,7 +60,7 @@ def _cpu_s(pid: int) -> float:
 
 
 def _with_cpu(server: Child, run: Callable[[], AttackResult]) -> Run:
-    """An attack, and the server process's CPU per answered request meanwhile, in microseconds."""
+    """An attack, and the server process's CPU per request sent meanwhile, in microseconds."""
     before = _cpu_s(server.proc.pid)
     result = run()
     return result, (_cpu_s(server.proc.pid) - before) / max(result.requests, 1) * 1e6

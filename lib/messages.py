@@ -60,12 +60,14 @@ def check_channel(site: SiteIdentity, channel: str) -> None:
 class _Item:
     message_id: uuid.UUID
     req: NotificationRequest
-    record_json: str  # the Kafka record, encoded once: the insert reads the row from the same text
+    record: NotificationRecord
+    record_json: str  # the record, encoded once: Kafka's value, and the insert reads the row from the same text
 
 
 def _item(site: SiteIdentity, req: NotificationRequest) -> _Item:
     message_id = uuid.uuid4()
-    return _Item(message_id, req, _record(message_id, site, req, _now_iso()).to_json())
+    record = _record(message_id, site, req, _now_iso())
+    return _Item(message_id, req, record, record.to_json())
 
 
 def _record(message_id: uuid.UUID, site: SiteIdentity, req: NotificationRequest, created_at: str) -> NotificationRecord:
@@ -95,8 +97,10 @@ def _insert_params(items: list[_Item]) -> dict[str, Any]:
     return {"rows": f"[{','.join(map(_row_json, items))}]"}
 
 
-def _wire(kafka: KafkaSettings, record: NotificationRecord) -> tuple[str, bytes, bytes]:
-    return kafka.topic(record.channel), record.key(), record.to_bytes()
+def _wire(kafka: KafkaSettings, record: NotificationRecord, record_json: str | None = None) -> tuple[str, bytes, bytes]:
+    """A record's (topic, key, value) for the producer; ``record_json`` when it is encoded already."""
+    value = record_json.encode() if record_json is not None else record.to_bytes()
+    return kafka.topic(record.channel), record.key(), value
 
 
 def _now_iso() -> str:
@@ -188,10 +192,7 @@ class Acceptor:
             cur = await conn.execute(db.query("insert_messages"), _insert_params(items))
             ids = {r["id"] for r in await cur.fetchall()}
         inserted = [item for item in items if item.message_id in ids]
-        topic = self.kafka.topic
-        delivered = await self.publisher.enqueue(
-            [(topic(i.req.channel), str(i.message_id).encode(), i.record_json.encode()) for i in inserted]
-        )
+        delivered = await self.publisher.enqueue([_wire(self.kafka, i.record, i.record_json) for i in inserted])
         return [i.message_id for i in inserted], delivered
 
     async def _replay(self, site: SiteIdentity, req: NotificationRequest) -> Accepted:
