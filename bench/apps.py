@@ -1,4 +1,4 @@
-"""Baseline servers for the API benchmark, served exactly like the API (uvicorn, one process, no access log).
+"""Baseline servers for the API benchmark, served exactly like the API (uvicorn with its options, one process).
 
 ``python -m bench.apps hello|pg|api|api-no-auth PORT``:
 - hello: a bare Starlette endpoint answering 202 with no I/O (R_hello)
@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from functions.api import app as api_module
+from functions.api.__main__ import server_options
 from functions.api.settings import ApiSettings
 from lib import db
 from lib.auth import SiteIdentity
@@ -96,7 +97,8 @@ def build(kind: str) -> Any:
 
 def main() -> None:
     kind, port = sys.argv[1], int(sys.argv[2])
-    uvicorn.run(build(kind), host="127.0.0.1", port=port, access_log=False, log_level="warning")
+    options = server_options(ApiSettings.from_env())
+    uvicorn.run(build(kind), host="127.0.0.1", port=port, log_level="warning", **options)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ class ApiSettings:
     kafka: KafkaSettings
     host: str = "127.0.0.1"
     port: int = 8080
+    keepalive_s: int = 75
     log_level: str = "INFO"
     max_body_bytes: int = 1024 * 1024
     max_bulk_body_bytes: int = 16 * 1024 * 1024
@@ -36,6 +37,7 @@ class ApiSettings:
             kafka=KafkaSettings.from_env(env),
             host=env.text("API_HOST", "127.0.0.1"),
             port=env.integer("API_PORT", 8080, minimum=1),
+            keepalive_s=env.integer("API_KEEPALIVE_SECONDS", 75, minimum=1),
             log_level=env.text("LOG_LEVEL", "INFO"),
             max_body_bytes=env.integer("API_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
             max_bulk_body_bytes=env.integer("API_MAX_BULK_BODY_BYTES", 16 * 1024 * 1024, minimum=1024),
