@@ -241,28 +241,14 @@ async def _settle_first(step: Awaitable[T]) -> T:
         raise
 
 
-# The API produces a message's record while its row is being inserted (lib.messages): a record can arrive before
-# its row is committed. These are the waits before looking for the row again; a record whose row is still missing
-# after them (about 6 s: its insert failed and the client got a 503) is skipped.
-ROW_NOT_YET_WAITS_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
-
-
 async def _claim_or_skip(ctx: DeliveryContext, message_id: uuid.UUID) -> dict[str, Any] | None:
-    """The claimed row, or None when the message is final or has no row. Waits out another worker's live claim,
-    and a row not committed yet."""
-    row_waits = iter(ROW_NOT_YET_WAITS_S)
+    """The claimed row, or None when the message is final or gone. Waits out another worker's live claim."""
     while True:
         row = await _settle_first(ctx.store.claim(message_id))
         if row is not None:
             return row
         state = await ctx.store.state(message_id)
-        if state is None:
-            wait = next(row_waits, None)
-            if wait is None:
-                return None
-            await ctx.sleep(wait)
-            continue
-        if state["status"] not in ("PENDING", "PROCESSING"):
+        if state is None or state["status"] not in ("PENDING", "PROCESSING"):
             return None
         # Another worker holds it (it had the partition before a rebalance, or it crashed): look again
         # when its lease may have run out.

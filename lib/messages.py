@@ -130,10 +130,6 @@ async def _confirm_or_mark_failed(pool: Any, ids: list[uuid.UUID], delivered: as
     ENQUEUE_SECONDS.observe(time.perf_counter() - started)
 
 
-async def _all_delivery_errors(*answers: asyncio.Future[list[str]]) -> list[str]:
-    return [error for answer in answers for error in await answer]
-
-
 def _retrieve_error(future: asyncio.Future[None]) -> None:
     if not future.cancelled():
         future.exception()
@@ -190,26 +186,14 @@ class Acceptor:
         return set(inserted)
 
     async def _insert_and_produce(self, items: list[_Item]) -> tuple[list[uuid.UUID], asyncio.Future[list[str]]]:
-        """Insert in one statement and produce the records of the rows inserted; their ids, and the future of
-        Kafka's answer for all of them.
-
-        A message without an idempotency key cannot be refused by the insert, so its record is produced first and
-        the broker's acknowledgement runs alongside the insert instead of after it. A worker may read the record
-        before the row is committed, or (the insert failed: the client got a 503) read a record whose row never
-        comes: it looks for the row again for a few seconds before skipping it (``lib.delivery``). A message with a
-        key is produced after the insert, and only if its row was inserted (else it replays an earlier one).
-        """
-        early = [i for i in items if i.req.idempotency_key is None]
-        produced_early = await self.publisher.enqueue([_wire(self.kafka, i.record, i.record_json) for i in early])
+        """Insert in one statement, then produce the records of the rows inserted (the others: idempotency key
+        replays); their ids, and the future of Kafka's answer."""
         async with db.unavailable_on_error(), self.pool.connection() as conn:
             cur = await conn.execute(db.query("insert_messages"), _insert_params(items))
             ids = {r["id"] for r in await cur.fetchall()}
-        late = [i for i in items if i.req.idempotency_key is not None and i.message_id in ids]
-        delivered = produced_early
-        if late:
-            produced_late = await self.publisher.enqueue([_wire(self.kafka, i.record, i.record_json) for i in late])
-            delivered = asyncio.ensure_future(_all_delivery_errors(produced_early, produced_late))
-        return [i.message_id for i in items if i.message_id in ids], delivered
+        inserted = [item for item in items if item.message_id in ids]
+        delivered = await self.publisher.enqueue([_wire(self.kafka, i.record, i.record_json) for i in inserted])
+        return [i.message_id for i in inserted], delivered
 
     async def _replay(self, site: SiteIdentity, req: NotificationRequest) -> Accepted:
         """The idempotency key was used before: the same request gets the same message, another is a conflict.

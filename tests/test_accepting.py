@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -15,10 +14,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from functions.api.app import create_app
-from lib import db, messages
-from lib.auth import SiteIdentity
-from lib.kafka import Publisher
-from lib.settings import DatabaseSettings, KafkaSettings, Secret
+from lib.settings import KafkaSettings
 from tests.conftest import EMAIL, WHATSAPP, ServerThread, api_settings_for, key_headers, register
 
 
@@ -140,47 +136,3 @@ def test_stuck_pending_rows_are_published_again(pg_dsn: str, kafka_settings: Kaf
             )
         record = read_records(kafka_settings, "email", {message_id}, timeout_s=15)
         assert record[message_id]["value"]["recipient"] == "x@example.com"
-
-
-class RowCheckingPublisher(Publisher):
-    """A real publisher that notes, for each record it is asked to produce, whether its row exists yet."""
-
-    def __init__(self, kafka: KafkaSettings, dsn: str) -> None:
-        super().__init__(kafka)
-        self.dsn = dsn
-        self.produced: list[list[tuple[str, bool]]] = []
-
-    async def enqueue(self, records: Sequence[tuple[str, bytes, bytes]]) -> asyncio.Future[list[str]]:
-        ids = [json.loads(value)["message_id"] for _, _, value in records]
-        with psycopg.connect(self.dsn) as conn:
-            rows = conn.execute("SELECT id::text FROM message_logs WHERE id = ANY(%s::uuid[])", (ids,)).fetchall()
-        present = {r[0] for r in rows}
-        self.produced.append([(i, i in present) for i in ids])
-        return await super().enqueue(records)
-
-
-@pytest.mark.anyio
-async def test_a_keyless_record_is_produced_before_its_insert_a_keyed_one_after_and_only_if_inserted(
-    client: httpx.Client, pg_dsn: str, kafka_settings: KafkaSettings
-) -> None:
-    """The acknowledgement of a message without an idempotency key overlaps its insert; a keyed message's record
-    waits for the insert, which may refuse it (a replay)."""
-    site_id = uuid.UUID(register(client)["site_id"])
-    site = SiteIdentity(site_id, "overlap", "active", ("email", "whatsapp"), None)
-    publisher = RowCheckingPublisher(kafka_settings, pg_dsn)
-    pool = db.create_pool(DatabaseSettings(url=Secret(pg_dsn)), name="overlap-test")
-    await pool.open()
-    try:
-        acceptor = messages.Acceptor(pool, publisher, kafka_settings)
-        first = await acceptor.accept_bulk(site, [EMAIL, {**EMAIL, "idempotency_key": "k-1"}])
-        replay = await acceptor.accept_bulk(site, [WHATSAPP, {**EMAIL, "idempotency_key": "k-1"}])
-    finally:
-        await pool.close()
-        await asyncio.to_thread(publisher.close)
-    keyless, keyed = first[0]["message_id"], first[1]["message_id"]
-    assert publisher.produced[:2] == [[(keyless, False)], [(keyed, True)]]
-    assert replay[1]["message_id"] == keyed and replay[1]["replayed"] is True
-    # the replayed item produced nothing: only the new keyless message, before its row
-    assert publisher.produced[2:] == [[(replay[0]["message_id"], False)]]
-    records = read_records(kafka_settings, "email", {keyless, keyed})
-    assert set(records) == {keyless, keyed}

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from lib import db
-from lib.delivery import ROW_NOT_YET_WAITS_S, DeliveryContext, DeliveryStore, ProviderTurn, _claim_or_skip, handle
+from lib.delivery import DeliveryContext, DeliveryStore, ProviderTurn, handle
 from lib.records import NotificationRecord
 from lib.settings import DatabaseSettings, Secret
 from tests.conftest import EMAIL, key_headers, register
@@ -80,65 +80,3 @@ async def test_provider_turns_bound_calls_and_free_the_slot_when_the_provider_an
     for _ in range(2):
         await asyncio.wait_for(slots.acquire(), 0.1)  # every slot is back...
     assert slots.locked()  # ...and none was given back twice
-
-
-def _record_without_row(site_id: str) -> NotificationRecord:
-    return NotificationRecord(
-        message_id=str(uuid.uuid4()),
-        site_id=site_id,
-        channel="email",
-        recipient="late@example.com",
-        body="b",
-        subject="s",
-        html=None,
-        metadata={},
-        created_at="2026-01-01T00:00:00+00:00",
-    )
-
-
-async def test_a_record_read_before_its_row_is_committed_is_claimed_once_the_row_is_there(
-    api_url: str, pg_dsn: str
-) -> None:
-    """The API produces a keyless message's record while it inserts the row: the worker looks again."""
-    with httpx.Client(base_url=api_url, timeout=30) as client:
-        site = register(client)
-    record = _record_without_row(site["site_id"])
-    pool = db.create_pool(DatabaseSettings(url=Secret(pg_dsn)), name="late-row-test")
-    await pool.open()
-    try:
-        ctx = DeliveryContext("email", DeliveryStore(pool, "worker-late", lease_s=60), None, None, "unused")  # type: ignore[arg-type]
-        claiming = asyncio.create_task(_claim_or_skip(ctx, uuid.UUID(record.message_id)))
-        await asyncio.sleep(0.2)
-        assert not claiming.done()
-        with psycopg.connect(pg_dsn) as conn:
-            conn.execute(
-                "INSERT INTO message_logs (id, site_id, channel, recipient, subject, body) "
-                "VALUES (%s, %s, 'email', 'late@example.com', 's', 'b')",
-                (record.message_id, record.site_id),
-            )
-        row = await asyncio.wait_for(claiming, 10)
-    finally:
-        await pool.close()
-    assert row is not None and str(row["id"]) == record.message_id and row["old_status"] == "PENDING"
-
-
-async def test_a_record_whose_row_never_comes_is_skipped_after_the_waits(api_url: str, pg_dsn: str) -> None:
-    """Its insert failed (the client got a 503): skipped, after looking again with growing waits."""
-    with httpx.Client(base_url=api_url, timeout=30) as client:
-        site = register(client)
-    record = _record_without_row(site["site_id"])
-    waits: list[float] = []
-
-    async def note_wait(seconds: float) -> None:
-        waits.append(seconds)
-
-    pool = db.create_pool(DatabaseSettings(url=Secret(pg_dsn)), name="no-row-test")
-    await pool.open()
-    try:
-        store = DeliveryStore(pool, "worker-no-row", lease_s=60)
-        ctx = DeliveryContext("email", store, None, None, "unused", sleep=note_wait)  # type: ignore[arg-type]
-        assert await _claim_or_skip(ctx, uuid.UUID(record.message_id)) is None
-    finally:
-        await pool.close()
-    assert waits == list(ROW_NOT_YET_WAITS_S)
-    assert 5 < sum(waits) < 10
