@@ -1,4 +1,4 @@
-"""``python -m bench [api|delivery|all] [--duration S]``: run the benchmarks and print each figure beside its
+"""``python -m bench [api|delivery|neighbours|all] [--duration S]``: run the benchmarks and print each figure beside its
 baseline; the markdown tables are also written to bench/results/latest.md."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from bench.common import Report
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench")
-    parser.add_argument("which", nargs="?", default="all", choices=["api", "delivery", "all"])
+    parser.add_argument("which", nargs="?", default="all", choices=["api", "delivery", "neighbours", "all"])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load run")
     args = parser.parse_args()
     reports: list[Report] = []
@@ -23,6 +23,10 @@ def main() -> None:
         from bench import delivery
 
         reports.append(delivery.run(args.duration))
+    if args.which in ("neighbours", "all"):
+        from bench import neighbours
+
+        reports.append(neighbours.run(args.duration))
     out = Path(__file__).parent / "results" / "latest.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(r.markdown() for r in reports))

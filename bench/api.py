@@ -45,12 +45,30 @@ def _server(kind: str, env: dict[str, str]) -> tuple[Child, str]:
     return Child(f"{kind}-{port}", ["-m", "bench.apps", kind, str(port)], env, health), f"http://127.0.0.1:{port}"
 
 
-def _send_targets(url: str, keys: list[str]) -> list[Target]:
+def _send_targets(url: str, keys: list[str], headers: dict[str, str] | None = None) -> list[Target]:
+    """One small email per key; ``headers`` go on every request beside the key."""
     body = json.dumps(EMAIL).encode()
     return [
-        Target("POST", f"{url}/api/v1/notifications/send", body, {"Content-Type": "application/json", "X-Site-Key": k})
+        Target(
+            "POST",
+            f"{url}/api/v1/notifications/send",
+            body,
+            {"Content-Type": "application/json", "X-Site-Key": k, **(headers or {})},
+        )
         for k in keys
     ]
+
+
+def _api_env(dsn: str, kafka: KafkaSettings) -> dict[str, str]:
+    """The API's environment for a benchmark: its own database and topics, the bench admin token."""
+    return {
+        "DATABASE_URL": dsn,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "NOTIFY_ADMIN_TOKEN": ADMIN,
+        "NOTIFY_TOPIC_PREFIX": kafka.topic_prefix,
+        "STUCK_PENDING_AFTER_SECONDS": "0",
+        "LOG_LEVEL": "WARNING",
+    }
 
 
 def _cpu_s(pid: int) -> float:
@@ -143,14 +161,7 @@ def run(duration_s: float) -> Report:
     report = Report("API: accepting messages (one API process, 2 cores shared with the load generator)")
     dsn = fresh_database("notify_bench_api")
     kafka = fresh_topics()
-    env = {
-        "DATABASE_URL": dsn,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "NOTIFY_ADMIN_TOKEN": ADMIN,
-        "NOTIFY_TOPIC_PREFIX": kafka.topic_prefix,
-        "STUCK_PENDING_AFTER_SECONDS": "0",
-        "LOG_LEVEL": "WARNING",
-    }
+    env = _api_env(dsn, kafka)
     api, url = _server("api", env)
     try:
         print("registering sites and warming the key cache (one bcrypt per key) ...", flush=True)

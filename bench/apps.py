@@ -78,7 +78,7 @@ class BypassedAuth:
             for key, site_id in json.loads(os.environ["BENCH_SITES"]).items()
         }
 
-    async def authenticate(self, presented: str | None) -> SiteIdentity:
+    async def authenticate(self, presented: str | None, _client: str = "") -> SiteIdentity:
         return self.sites[presented or ""]
 
     def forget_site(self, _site_id: uuid.UUID) -> None:

@@ -17,12 +17,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lib.errors import (
+    BadRequest,
     InvalidJSON,
     NotifyError,
     PayloadTooLarge,
     TooManyRequests,
     UnsupportedMediaType,
 )
+from lib.validation import strict_int
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +75,12 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     if media_type != "application/json":
         raise UnsupportedMediaType("send the body as application/json")
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
-        raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
+    if declared is not None:
+        length = strict_int(declared)
+        if length is None:
+            raise BadRequest("Content-Length must be a number of bytes", code="invalid_content_length")
+        if length > max_bytes:
+            raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)

@@ -7,16 +7,27 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from lib.errors import Unavailable
 from lib.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 CHANNELS = ("email", "whatsapp")
+# librdkafka refuses a record whose key + value + framing exceed the producer's message.max.bytes (default
+# 1,000,000); the broker refuses a batch over the topic's max.message.bytes. Records are checked against the
+# smaller, less this margin for the framing, before anything is stored.
+DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
+RECORD_FRAMING_BYTES = 512
 
 
 def producer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
@@ -39,18 +50,19 @@ def producer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]
 
 
 class _Batch:
-    """Counts down the delivery reports of one publish call and wakes its waiter once."""
+    """Collects the delivery reports of one publish call, each in its record's place, and wakes its waiter once."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
         self.loop = loop
         self.loop_thread = threading.get_ident()
         self.remaining = count
-        self.errors: list[str] = []
-        self.future: asyncio.Future[list[str]] = loop.create_future()
+        # One slot per record: None while acknowledged, else the broker's error for that record alone.
+        self.errors: list[str | None] = [None] * count
+        self.future: asyncio.Future[list[str | None]] = loop.create_future()
 
-    def on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
+    def on_delivery(self, index: int, err: KafkaError | None, _msg: Any) -> None:
         if err is not None:
-            self.errors.append(str(err))
+            self.errors[index] = str(err)
         self.remaining -= 1
         if self.remaining:
             return
@@ -60,14 +72,21 @@ class _Batch:
             self.loop.call_soon_threadsafe(_resolve, self.future, self.errors)
 
 
-def _resolve(future: asyncio.Future[list[str]], errors: list[str]) -> None:
+def _resolve(future: asyncio.Future[list[str | None]], errors: list[str | None]) -> None:
     if not future.done():
         future.set_result(errors)
 
 
-def raise_delivery_errors(errors: list[str]) -> None:
-    if errors:
-        raise Unavailable(f"Kafka did not accept the message: {errors[0]}", code="kafka_unavailable")
+def delivery_error(error: str) -> Unavailable:
+    """What a client is told of its record's refusal (its own record's error, never another's)."""
+    return Unavailable(f"Kafka did not accept the message: {error}", code="kafka_unavailable")
+
+
+def raise_delivery_errors(errors: list[str | None]) -> None:
+    """For a publish that stands or falls as a whole: the first record's error, if any."""
+    first = next((e for e in errors if e is not None), None)
+    if first is not None:
+        raise delivery_error(first)
 
 
 class Publisher:
@@ -82,7 +101,9 @@ class Publisher:
     POLL_INTERVAL_S = 0.001
 
     def __init__(self, settings: KafkaSettings, **overrides: Any) -> None:
-        self._producer = Producer(producer_config(settings, **overrides))
+        config = producer_config(settings, **overrides)
+        self._producer = Producer(config)
+        self.max_record_bytes = int(config.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES))
         self._poll_timer: asyncio.TimerHandle | None = None
         self._poll_loop: asyncio.AbstractEventLoop | None = None
         self._ready_at = 0.0
@@ -99,27 +120,31 @@ class Publisher:
             self._poll_timer = loop.call_later(self.POLL_INTERVAL_S, self._poll)
             self._poll_loop = loop
 
-    async def enqueue(self, records: Sequence[tuple[str, bytes, bytes]]) -> asyncio.Future[list[str]]:
+    async def enqueue(self, records: Sequence[tuple[str, bytes, bytes]]) -> asyncio.Future[list[str | None]]:
         """Produce ``(topic, key, value)`` records now; the future resolves, once the broker has answered for
-        every one of them, with the delivery errors (empty: all acknowledged). Waits only while librdkafka's
-        local queue is full."""
+        every one of them, with one entry per record: None when acknowledged, else that record's own error (one
+        refused record fails nothing else). Waits only while librdkafka's local queue is full."""
         loop = asyncio.get_running_loop()
         batch = _Batch(loop, len(records))
         if not records:
             batch.future.set_result([])
-        for topic, key, value in records:
+        for index, (topic, key, value) in enumerate(records):
             while True:
                 try:
-                    self._producer.produce(topic, value, key, on_delivery=batch.on_delivery)
+                    self._producer.produce(topic, value, key, on_delivery=partial(batch.on_delivery, index))
                     break
                 except BufferError:  # local queue full: let deliveries drain, then go on
                     self._keep_polling(loop)
                     await asyncio.sleep(0.005)
-                except KafkaException as exc:
-                    batch.on_delivery(exc.args[0], None)
+                except KafkaException as exc:  # refused locally (too large, unknown topic): this record only
+                    batch.on_delivery(index, exc.args[0], None)
                     break
         self._keep_polling(loop)
         return batch.future
+
+    def room_for(self, key: bytes, value: bytes) -> int:
+        """Bytes to spare for a record (negative: it is too large and would be refused)."""
+        return self.max_record_bytes - RECORD_FRAMING_BYTES - len(key) - len(value)
 
     async def publish(self, records: Sequence[tuple[str, bytes, bytes]]) -> None:
         """Produce records and return once all are acknowledged, else raise Unavailable."""
@@ -144,6 +169,26 @@ class Publisher:
 
 def _channel_topics(settings: KafkaSettings) -> list[str]:
     return [settings.topic(c) for c in CHANNELS] + [settings.dlq_topic(c) for c in CHANNELS]
+
+
+def sized_for_topics(topic_max_bytes: int | None) -> dict[str, int]:
+    """Producer settings that keep records *and batches* under the topics' max.message.bytes: the broker refuses
+    a batch over it whole, so a batch of many sites' records must never grow past it either."""
+    if topic_max_bytes is None or topic_max_bytes >= DEFAULT_MESSAGE_MAX_BYTES:
+        return {}
+    return {"message.max.bytes": topic_max_bytes, "batch.size": topic_max_bytes - RECORD_FRAMING_BYTES}
+
+
+def topic_max_message_bytes(settings: KafkaSettings, *, timeout_s: float = 5.0) -> int | None:
+    """The smallest max.message.bytes of the channel topics, as the broker reports it (None: none answered)."""
+    admin = AdminClient(settings.client_config())
+    resources = [ConfigResource(ResourceType.TOPIC, settings.topic(c)) for c in CHANNELS]
+    limits = []
+    for future in admin.describe_configs(resources, request_timeout=timeout_s).values():
+        entry = future.result(timeout=timeout_s).get("max.message.bytes")
+        if entry is not None and entry.value:
+            limits.append(int(entry.value))
+    return min(limits) if limits else None
 
 
 def ensure_topics(

@@ -19,16 +19,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from prometheus_client import Counter, Histogram
 
 from lib import db
 from lib.auth import SiteIdentity
 from lib.batching import Batcher
-from lib.errors import Conflict, Forbidden, NotFound, NotifyError, Unavailable, ValidationFailed
-from lib.kafka import Publisher, raise_delivery_errors
+from lib.errors import Conflict, Forbidden, NotFound, NotifyError, PayloadTooLarge, ValidationFailed
+from lib.kafka import Publisher, delivery_error, raise_delivery_errors
 from lib.records import NotificationRecord
 from lib.settings import KafkaSettings
-from lib.validation import CHANNELS, MESSAGE_STATUSES, NotificationRequest, parse_notification
+from lib.validation import CHANNELS, MESSAGE_STATUSES, NotificationRequest, parse_notification, strict_int
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ ENQUEUE_SECONDS = Histogram(
 )
 REPUBLISHED = Counter("notify_messages_republished_total", "Stuck PENDING messages published again")
 MAX_BULK_ITEMS = 1000
+BULK_ITEMS_PER_TURN = 50
 
 
 @dataclass(frozen=True)
@@ -57,17 +59,20 @@ def check_channel(site: SiteIdentity, channel: str) -> None:
 
 
 @dataclass(frozen=True)
-class _Item:
+class Prepared:
+    """A validated notification made ready to store: its id, its record and the record encoded once (Kafka's
+    value; the insert reads the row from the same text)."""
+
     message_id: uuid.UUID
     req: NotificationRequest
     record: NotificationRecord
-    record_json: str  # the record, encoded once: Kafka's value, and the insert reads the row from the same text
+    record_json: str
+    value: bytes
 
 
-def _item(site: SiteIdentity, req: NotificationRequest) -> _Item:
-    message_id = uuid.uuid4()
-    record = _record(message_id, site, req, _now_iso())
-    return _Item(message_id, req, record, record.to_json())
+# What storing one item gave: Kafka's pending answer for the inserted (the ids it refused, with their errors),
+# None for an idempotency-key replay, or the item's own error.
+_Stored = asyncio.Future[dict[uuid.UUID, str]] | NotifyError | None
 
 
 def _record(message_id: uuid.UUID, site: SiteIdentity, req: NotificationRequest, created_at: str) -> NotificationRecord:
@@ -84,7 +89,19 @@ def _record(message_id: uuid.UUID, site: SiteIdentity, req: NotificationRequest,
     )
 
 
-def _row_json(item: _Item) -> str:
+def _too_large(req: NotificationRequest, room: int, limit: int) -> PayloadTooLarge:
+    """The record would be refused by Kafka: name the largest part, by its encoded size."""
+    parts = {"body": req.body, "html": req.html, "subject": req.subject, "metadata": req.metadata}
+    sizes = {name: len(json.dumps(v, ensure_ascii=False).encode()) for name, v in parts.items() if v}
+    largest = max(sizes, key=lambda name: sizes[name])
+    message = (
+        f"the message is {-room} bytes over the queue's limit of {limit} bytes (UTF-8, as stored);"
+        f" its largest part is {largest} ({sizes[largest]} bytes)"
+    )
+    return PayloadTooLarge(message, details=[{"field": largest, "code": "too_large", "message": message}])
+
+
+def _row_json(item: Prepared) -> str:
     """The insert's row: the record's JSON object, with the idempotency pair spliced in when there is one."""
     req = item.req
     if req.idempotency_key is None:
@@ -93,14 +110,13 @@ def _row_json(item: _Item) -> str:
     return f"{item.record_json[:-1]},{pair[1:]}"
 
 
-def _insert_params(items: list[_Item]) -> dict[str, Any]:
+def _insert_params(items: list[Prepared]) -> dict[str, Any]:
     return {"rows": f"[{','.join(map(_row_json, items))}]"}
 
 
-def _wire(kafka: KafkaSettings, record: NotificationRecord, record_json: str | None = None) -> tuple[str, bytes, bytes]:
-    """A record's (topic, key, value) for the producer; ``record_json`` when it is encoded already."""
-    value = record_json.encode() if record_json is not None else record.to_bytes()
-    return kafka.topic(record.channel), record.key(), value
+def _wire(kafka: KafkaSettings, record: NotificationRecord, value: bytes | None = None) -> tuple[str, bytes, bytes]:
+    """A record's (topic, key, value) for the producer; ``value`` when it is encoded already."""
+    return kafka.topic(record.channel), record.key(), value if value is not None else record.to_bytes()
 
 
 def _now_iso() -> str:
@@ -110,27 +126,30 @@ def _now_iso() -> str:
 async def publish_or_mark_failed(
     pool: Any, publisher: Publisher, kafka: KafkaSettings, records: list[NotificationRecord]
 ) -> None:
-    """Publish; if Kafka refuses, mark the rows FAILED (enqueue_failed) so none stays PENDING, and re-raise."""
+    """Publish; the rows of records Kafka refuses are marked FAILED (enqueue_failed) so none stays PENDING,
+    and the first refusal is raised."""
     if records:
         delivered = await publisher.enqueue([_wire(kafka, r) for r in records])
-        await _confirm_or_mark_failed(pool, [uuid.UUID(r.message_id) for r in records], delivered)
+        failed = await _confirm_or_mark_failed(pool, [uuid.UUID(r.message_id) for r in records], delivered)
+        raise_delivery_errors(list(failed.values()))
 
 
-async def _confirm_or_mark_failed(pool: Any, ids: list[uuid.UUID], delivered: asyncio.Future[list[str]]) -> None:
-    """Wait for Kafka's answer to records already produced; on refusal mark their rows as in
-    ``publish_or_mark_failed``."""
+async def _confirm_or_mark_failed(
+    pool: Any, ids: list[uuid.UUID], delivered: asyncio.Future[list[str | None]]
+) -> dict[uuid.UUID, str]:
+    """Wait for Kafka's answer to records already produced (``ids`` in their order); the rows of those it
+    refused are marked as in ``publish_or_mark_failed``. Returns those ids, each with its own error."""
     started = time.perf_counter()
-    try:
-        raise_delivery_errors(await delivered)
-    except Unavailable as exc:
+    failed = {message_id: error for message_id, error in zip(ids, await delivered, strict=True) if error is not None}
+    if failed:
         async with db.unavailable_on_error(), pool.connection() as conn:
-            await conn.execute(db.query("mark_enqueue_failed"), {"ids": ids, "error": exc.message})
-        log.error("enqueue failed", extra={"count": len(ids), "error": exc.message})
-        raise
+            await conn.execute(db.query("mark_enqueue_failed"), {"ids": list(failed), "errors": list(failed.values())})
+        log.error("enqueue failed", extra={"count": len(failed), "error": next(iter(failed.values()))})
     ENQUEUE_SECONDS.observe(time.perf_counter() - started)
+    return failed
 
 
-def _retrieve_error(future: asyncio.Future[None]) -> None:
+def _retrieve_error(future: asyncio.Future[dict[uuid.UUID, str]]) -> None:
     if not future.cancelled():
         future.exception()
 
@@ -138,6 +157,20 @@ def _retrieve_error(future: asyncio.Future[None]) -> None:
 def _item_error(exc: NotifyError) -> dict[str, Any]:
     REJECTED.labels(exc.code).inc()
     return {"status": "rejected", "error": exc.to_body()["error"]}
+
+
+@dataclass
+class BulkItems:
+    """A bulk request's items after validation: each one's result so far, and those ready to store by index."""
+
+    results: list[dict[str, Any]]
+    ready: dict[int, Prepared]
+
+    def refuse_beyond(self, granted: int, error: NotifyError) -> None:
+        """Keep the first ``granted`` ready items; the others are rejected with ``error``."""
+        for index in list(self.ready)[granted:]:
+            del self.ready[index]
+            self.results[index] = {"index": index, **_item_error(error)}
 
 
 class Acceptor:
@@ -149,51 +182,87 @@ class Acceptor:
     batches grow instead of multiplying, so the cost per message falls as the rate rises; a second concurrent
     insert mostly waited for the first's locks on the same daily-metrics rows anyway. Kafka's acknowledgement
     is awaited outside that slot, so the next insert overlaps it. A bulk request is one such batch by itself.
+
+    Sites share batches, never outcomes: a record Kafka refuses fails that message alone, a row the database
+    refuses is found by splitting the statement, and no request gets another's error.
     """
 
     def __init__(self, pool: Any, publisher: Publisher, kafka: KafkaSettings, *, max_in_flight: int = 1) -> None:
         self.pool = pool
         self.publisher = publisher
         self.kafka = kafka
-        self._batcher: Batcher[_Item, asyncio.Future[None] | None] = Batcher(
-            self._store_batch, max_in_flight=max_in_flight
-        )
+        self._batcher: Batcher[Prepared, _Stored] = Batcher(self._store_batch, max_in_flight=max_in_flight)
 
-    async def accept(self, site: SiteIdentity, req: NotificationRequest) -> Accepted:
+    def prepare(self, site: SiteIdentity, req: NotificationRequest) -> Prepared:
+        """Give a valid request its id and record; refuse it (403, 413) if the site cannot send on its channel or
+        the record would be larger than Kafka takes. Nothing is stored yet."""
         check_channel(site, req.channel)
-        item = _item(site, req)
-        confirmed = await self._batcher.submit(item)
-        if confirmed is None:  # not inserted: the idempotency key was used before
-            return await self._replay(site, req)
-        await asyncio.shield(confirmed)  # one client leaving does not cancel its batch-mates' confirmation
-        _ACCEPTED[req.channel].inc()
+        message_id = uuid.uuid4()
+        record = _record(message_id, site, req, _now_iso())
+        record_json = record.to_json()
+        value = record_json.encode()
+        room = self.publisher.room_for(record.key(), value)
+        if room < 0:
+            raise _too_large(req, room, self.publisher.max_record_bytes)
+        return Prepared(message_id, req, record, record_json, value)
+
+    async def accept(self, site: SiteIdentity, item: Prepared) -> Accepted:
+        stored = await self._batcher.submit(item)
+        if isinstance(stored, NotifyError):
+            raise stored
+        if stored is None:  # not inserted: the idempotency key was used before
+            return await self._replay(site, item.req)
+        failed = await asyncio.shield(stored)  # one client leaving does not cancel its batch-mates' confirmation
+        if item.message_id in failed:
+            raise delivery_error(failed[item.message_id])
+        _ACCEPTED[item.req.channel].inc()
         if log.isEnabledFor(logging.DEBUG):  # the extra fields cost two UUID conversions per request
             log.debug("message accepted", extra={"message_id": str(item.message_id), "site_id": str(site.site_id)})
         return Accepted(item.message_id, replayed=False)
 
-    async def _store_batch(self, items: list[_Item]) -> list[asyncio.Future[None] | None]:
-        """Insert and produce; each inserted item gets the batch's shared Kafka confirmation, a replay None."""
-        inserted, delivered = await self._insert_and_produce(items)
+    async def _store_batch(self, items: list[Prepared]) -> list[_Stored]:
+        """Insert and produce; each inserted item gets the batch's shared Kafka confirmation."""
+        inserted, refused, delivered = await self._insert_and_produce(items)
         confirmed = asyncio.ensure_future(_confirm_or_mark_failed(self.pool, inserted, delivered))
         confirmed.add_done_callback(_retrieve_error)  # its waiters may all have gone
         inserted_ids = set(inserted)
-        return [confirmed if item.message_id in inserted_ids else None for item in items]
+        return [
+            refused.get(item.message_id) or (confirmed if item.message_id in inserted_ids else None) for item in items
+        ]
 
-    async def _store(self, items: list[_Item]) -> set[uuid.UUID]:
-        """Insert, publish what was inserted and wait for Kafka; the ids inserted."""
-        inserted, delivered = await self._insert_and_produce(items)
-        await _confirm_or_mark_failed(self.pool, inserted, delivered)
-        return set(inserted)
-
-    async def _insert_and_produce(self, items: list[_Item]) -> tuple[list[uuid.UUID], asyncio.Future[list[str]]]:
-        """Insert in one statement, then produce the records of the rows inserted (the others: idempotency key
-        replays); their ids, and the future of Kafka's answer."""
-        async with db.unavailable_on_error(), self.pool.connection() as conn:
-            cur = await conn.execute(db.query("insert_messages"), _insert_params(items))
-            ids = {r["id"] for r in await cur.fetchall()}
+    async def _insert_and_produce(
+        self, items: list[Prepared]
+    ) -> tuple[list[uuid.UUID], dict[uuid.UUID, NotifyError], asyncio.Future[list[str | None]]]:
+        """Insert, then produce the records of the rows inserted (the others: idempotency key replays, or rows
+        the database refused); their ids, the refused with their errors, and the future of Kafka's answer."""
+        ids, refused = await self._insert(items)
         inserted = [item for item in items if item.message_id in ids]
-        delivered = await self.publisher.enqueue([_wire(self.kafka, i.record, i.record_json) for i in inserted])
-        return [i.message_id for i in inserted], delivered
+        delivered = await self.publisher.enqueue([_wire(self.kafka, i.record, i.value) for i in inserted])
+        return [i.message_id for i in inserted], refused, delivered
+
+    async def _insert(self, items: list[Prepared]) -> tuple[set[uuid.UUID], dict[uuid.UUID, NotifyError]]:
+        """One statement for all; if the database refuses a row (validation lets nothing such through, so this
+        is a safety net), halves are retried until the row is alone, and it fails by itself."""
+        try:
+            async with db.unavailable_on_error(), self.pool.connection() as conn:
+                cur = await conn.execute(db.query("insert_messages"), _insert_params(items))
+                return {r["id"] for r in await cur.fetchall()}, {}
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            if len(items) == 1:
+                log.error(
+                    "message refused by the database",
+                    extra={"message_id": str(items[0].message_id), "sqlstate": exc.sqlstate},
+                )
+                refusal = ValidationFailed(
+                    "the database cannot store this message",
+                    code="unstorable_message",
+                    details=[{"field": "", "code": "unstorable", "message": f"SQLSTATE {exc.sqlstate}"}],
+                )
+                return set(), {items[0].message_id: refusal}
+        middle = len(items) // 2
+        first_ids, first_refused = await self._insert(items[:middle])
+        second_ids, second_refused = await self._insert(items[middle:])
+        return first_ids | second_ids, {**first_refused, **second_refused}
 
     async def _replay(self, site: SiteIdentity, req: NotificationRequest) -> Accepted:
         """The idempotency key was used before: the same request gets the same message, another is a conflict.
@@ -227,8 +296,9 @@ class Acceptor:
         _ACCEPTED[req.channel].inc()
         return Accepted(existing["id"], replayed=False)
 
-    async def accept_bulk(self, site: SiteIdentity, items: Any) -> list[dict[str, Any]]:
-        """Validate each item on its own; store the valid ones as one batch."""
+    async def prepare_bulk(self, site: SiteIdentity, items: Any) -> BulkItems:
+        """Validate and prepare each item on its own; nothing is stored yet. The loop is given back every
+        ``BULK_ITEMS_PER_TURN`` items: a maximal bulk is ~0.1 s of work, and other sites' requests go between."""
         if not isinstance(items, list) or not items:
             raise ValidationFailed(
                 "items must be a non-empty list",
@@ -239,24 +309,37 @@ class Acceptor:
                 f"at most {MAX_BULK_ITEMS} items per request",
                 details=[{"field": "items", "code": "too_many", "message": f"{len(items)} items"}],
             )
-        results: list[dict[str, Any]] = [{} for _ in items]
-        valid: dict[int, _Item] = {}
+        bulk = BulkItems([{} for _ in items], {})
         seen_keys: set[str] = set()
         for index, raw in enumerate(items):
+            if index and not index % BULK_ITEMS_PER_TURN:
+                await asyncio.sleep(0)
             try:
                 req = parse_notification(raw)
-                check_channel(site, req.channel)
                 if req.idempotency_key is not None:
                     if req.idempotency_key in seen_keys:
                         raise Conflict("idempotency_key repeated within this request", code="duplicate_idempotency_key")
                     seen_keys.add(req.idempotency_key)
+                bulk.ready[index] = self.prepare(site, req)
             except NotifyError as exc:
-                results[index] = {"index": index, **_item_error(exc)}
+                bulk.results[index] = {"index": index, **_item_error(exc)}
+        return bulk
+
+    async def accept_bulk(self, site: SiteIdentity, bulk: BulkItems) -> list[dict[str, Any]]:
+        """Store the ready items as one batch; each item's result (accepted, replayed or rejected)."""
+        results = bulk.results
+        ready = list(bulk.ready.values())
+        inserted, refused, delivered = await self._insert_and_produce(ready) if ready else ([], {}, None)
+        failed = await _confirm_or_mark_failed(self.pool, inserted, delivered) if delivered is not None else {}
+        if failed and len(failed) == len(ready):  # Kafka took none of them: the request as a whole is a 503
+            raise_delivery_errors(list(failed.values()))
+        inserted_ids = set(inserted)
+        for index, item in bulk.ready.items():
+            if item.message_id in refused or item.message_id in failed:
+                error = refused.get(item.message_id) or delivery_error(failed[item.message_id])
+                results[index] = {"index": index, "message_id": str(item.message_id), **_item_error(error)}
                 continue
-            valid[index] = _item(site, req)
-        inserted = await self._store(list(valid.values())) if valid else set()
-        for index, item in valid.items():
-            if item.message_id in inserted:
+            if item.message_id in inserted_ids:
                 _ACCEPTED[item.req.channel].inc()
                 results[index] = {"index": index, "status": "accepted", "message_id": str(item.message_id)}
                 continue
@@ -271,7 +354,7 @@ class Acceptor:
                 "message_id": str(replay.message_id),
                 "replayed": replay.replayed,
             }
-        log.info("bulk accepted", extra={"site_id": str(site.site_id), "count": len(inserted), "items": len(items)})
+        log.info("bulk accepted", extra={"site_id": str(site.site_id), "count": len(inserted), "items": len(results)})
         return results
 
 
@@ -365,14 +448,12 @@ def parse_list_filters(params: dict[str, str]) -> ListFilters:
             problems.append(
                 {"field": "since", "code": "invalid", "message": "since must be an ISO 8601 timestamp with a time zone"}
             )
-    limit = 50
-    if params.get("limit"):
-        if not params["limit"].isdigit() or not 1 <= int(params["limit"]) <= 200:
-            problems.append({"field": "limit", "code": "invalid", "message": "limit must be an integer from 1 to 200"})
-        else:
-            limit = int(params["limit"])
+    limit = strict_int(params.get("limit") or "50")
+    if limit is None or not 1 <= limit <= 200:
+        problems.append({"field": "limit", "code": "invalid", "message": "limit must be an integer from 1 to 200"})
     if problems:
         raise ValidationFailed("invalid query parameters", details=problems)
+    assert limit is not None
     return ListFilters(status, channel, since, limit, params.get("cursor") or None)
 
 

@@ -34,6 +34,13 @@ class TokenBucket:
             return 0.0
         return (count - self._tokens) / self.rate
 
+    def take_up_to(self, count: int) -> int:
+        """Take as many whole tokens as there are, up to ``count``; how many were taken."""
+        self._refill()
+        taken = min(count, int(self._tokens))
+        self._tokens -= taken
+        return taken
+
     def reserve(self) -> float:
         """Take one token now or in the future; return how long the caller must wait for it."""
         self._refill()

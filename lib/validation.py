@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,53 @@ _EMAIL = re.compile(
 )
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+# A header line (the subject) takes no line breaks of any kind: C0/C1 controls (CR, LF, VT, FF, NEL ...) and the
+# Unicode line and paragraph separators.
+_LINE_BREAKING = {"Cc", "Zl", "Zp"}
+
+
+def strict_int(raw: str | None) -> int | None:
+    """A non-negative integer written in ASCII digits, else None (``str.isdigit`` also takes "²", which ``int``
+    refuses). Every number read from a query string or header goes through here."""
+    if raw is None or not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        return None
+    return int(raw)
+
+
+def storable_text_problem(value: str) -> str | None:
+    """Why PostgreSQL could not store this text, if it could not: NUL, or half of a surrogate pair (JSON's
+    "\\ud800" decodes to one, and it has no UTF-8 form)."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return "must be valid Unicode text (an unpaired surrogate was found)"
+    return None
+
+
+def _storable_json_problem(value: Any) -> str | None:
+    """The first unstorable string in a JSON value (keys included), if any."""
+    if isinstance(value, str):
+        return storable_text_problem(value)
+    if isinstance(value, dict):
+        items: list[Any] = [*value.keys(), *value.values()]
+    elif isinstance(value, list):
+        items = value
+    else:
+        return None
+    return next((p for p in map(_storable_json_problem, items) if p is not None), None)
+
+
+def is_single_line(value: str) -> bool:
+    return (value.isascii() and value.isprintable()) or not any(
+        unicodedata.category(ch) in _LINE_BREAKING for ch in value
+    )
+
+
+def is_email_address(value: str) -> bool:
+    return _EMAIL.match(value) is not None
 
 
 @dataclass(frozen=True)
@@ -87,7 +135,17 @@ def _text(data: dict[str, Any], name: str, problems: _Problems, *, required: boo
     if len(value) > limit:
         problems.add(name, "too_long", f"{name} is longer than {limit} characters")
         return None
+    unstorable = storable_text_problem(value)
+    if unstorable is not None:
+        problems.add(name, "invalid_text", f"{name} {unstorable}")
+        return None
     return value
+
+
+def _check_reply_to(reply_to: Any, problems: _Problems) -> None:
+    """An email's metadata.reply_to is its Reply-To: one address, checked now rather than refused by the provider."""
+    if reply_to is not None and (not isinstance(reply_to, str) or not is_email_address(reply_to)):
+        problems.add("metadata.reply_to", "invalid_email", "reply_to must be one valid email address")
 
 
 def parse_notification(data: Any, *, idempotency_key: str | None = None) -> NotificationRequest:
@@ -110,15 +168,15 @@ def parse_notification(data: Any, *, idempotency_key: str | None = None) -> Noti
     recipient = _text(data, "recipient", problems, required=True, limit=LIMITS["recipient"])
     if recipient is not None:
         recipient = recipient.strip()
-        if channel == "email" and not _EMAIL.match(recipient):
+        if channel == "email" and not is_email_address(recipient):
             problems.add("recipient", "invalid_email", "recipient must be a valid email address")
         if channel == "whatsapp" and not _E164.match(recipient):
             problems.add("recipient", "invalid_phone", "recipient must be an E.164 number such as +14155550123")
     body_limit = LIMITS["whatsapp_body"] if channel == "whatsapp" else LIMITS["email_body"]
     body = _text(data, "body", problems, required=True, limit=body_limit)
     subject = _text(data, "subject", problems, required=channel == "email", limit=LIMITS["subject"])
-    if subject is not None and ("\r" in subject or "\n" in subject):
-        problems.add("subject", "invalid", "subject must be a single line")
+    if subject is not None and not is_single_line(subject):
+        problems.add("subject", "invalid", "subject must be a single line without control characters")
     html = _text(data, "html", problems, required=False, limit=LIMITS["html"])
     if html is not None and channel == "whatsapp":
         problems.add("html", "not_supported", "html is only for email")
@@ -127,8 +185,12 @@ def parse_notification(data: Any, *, idempotency_key: str | None = None) -> Noti
         metadata = {}
     if not isinstance(metadata, dict):
         problems.add("metadata", "wrong_type", "metadata must be an object")
-    elif len(json.dumps(metadata)) > LIMITS["metadata_bytes"]:
+    elif (unstorable := _storable_json_problem(metadata)) is not None:
+        problems.add("metadata", "invalid_text", f"metadata {unstorable}")
+    elif len(json.dumps(metadata, ensure_ascii=False).encode()) > LIMITS["metadata_bytes"]:
         problems.add("metadata", "too_large", f"metadata is larger than {LIMITS['metadata_bytes']} bytes")
+    elif channel == "email":
+        _check_reply_to(metadata.get("reply_to"), problems)
     item_key = check_idempotency_key(data.get("idempotency_key"), problems)
     if problems.items:
         raise ValidationFailed("the notification is not valid", details=problems.items)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The FrappeSite operator, locally, in the foreground (Ctrl-C stops it): against the loopback kube-apiserver of
-# tools/k8s (started if needed) and the local stack's API (`task up` first). The CRD is the chart's own; mirrored
-# FrappeSites go to the namespace `notify`. Then, in another shell:
+# tools/k8s (started if needed) and the local stack's API (`task up` first). The CRD is the chart's own; it watches
+# every namespace of this throwaway cluster (OPERATOR_NAMESPACES=*, set it to narrow), and mirrored FrappeSites go
+# to the namespace `notify`. Then, in another shell:
 #   eval "$(bash tools/k8s/control-plane.sh env)"
 #   kubectl create namespace erp; kubectl apply -n erp -f examples/frappesite.yaml; kubectl get frappesites -A
 set -euo pipefail
@@ -22,4 +23,5 @@ kubectl get namespace notify >/dev/null 2>&1 || kubectl create namespace notify 
 log "running against $KUBECONFIG; health and metrics on http://127.0.0.1:8083"
 cd "$ROOT"
 export NOTIFY_API_URL="http://127.0.0.1:${API_PORT:-8080}" OPERATOR_MIRROR_NAMESPACE=notify OPERATOR_HTTP_PORT=8083
+export OPERATOR_NAMESPACES="${OPERATOR_NAMESPACES:-*}"
 exec "$ROOT/.venv/bin/python" -m functions.operator

@@ -82,7 +82,15 @@ class ServerThread:
     def __init__(self, app: Any) -> None:
         self.port = free_port()
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", access_log=False)
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                lifespan="on",
+                access_log=False,
+                proxy_headers=False,  # as the API's own server: X-Forwarded-For is the app's to read
+            )
         )
         self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
+from bench.neighbours import BULK_ITEMS, _bulk_body, _lookup_id, _made_up_keys, _oversized_body, _wrong_secret_keys
 from bench.tools import _Sample, _summary
+from lib.keys import parse_key
+from lib.validation import LIMITS
 
 MS = 1_000_000  # nanoseconds
 
@@ -45,3 +50,30 @@ def test_no_warm_up_counts_everything() -> None:
     result = _summary(_run(), warmup_s=0)
     assert result.requests == 200
     assert result.p99_ms == result.p99_with_warmup_ms == 80.0
+
+
+def test_the_maximal_bulk_body_fits_just_under_the_limit() -> None:
+    limit = 16 * 1024 * 1024
+    body = _bulk_body(limit)
+    items = json.loads(body)["items"]
+    assert limit - BULK_ITEMS < len(body) <= limit  # equal bodies: at most one byte per item short
+    assert len(items) == BULK_ITEMS
+    assert all(item["channel"] == "email" and item["subject"] and item["body"] == items[0]["body"] for item in items)
+    assert 16_000 < len(items[0]["body"]) <= LIMITS["email_body"]
+
+
+def test_the_oversized_record_is_500_kb_of_utf8_and_still_valid() -> None:
+    body = _oversized_body()
+    assert 500_000 < len(body) < 1024 * 1024  # under the API's max_body_bytes: refused by no size check
+    item = json.loads(body)
+    assert item["channel"] == "email" and item["subject"]
+    assert item["body"] == "é" * 250_000 and len(item["body"]) <= LIMITS["email_body"]
+
+
+def test_flood_keys_have_the_key_shape_and_are_distinct() -> None:
+    real = "nfy_0123456789abcdef_" + "a_b" * 14 + "c"
+    wrong = _wrong_secret_keys(_lookup_id(real), 50)
+    made_up = _made_up_keys(50)
+    assert {parse_key(k).lookup_id for k in wrong} == {"0123456789abcdef"}
+    assert len({parse_key(k).lookup_id for k in made_up}) == 50
+    assert len(set(wrong + made_up + [real])) == 101

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lib.errors import ValidationFailed
-from lib.validation import NotificationRequest, parse_notification
+from lib.validation import NotificationRequest, parse_notification, strict_int
 
 
 def problems(data: object) -> set[tuple[str, str]]:
@@ -80,3 +80,34 @@ def test_fingerprint_tells_requests_apart() -> None:
         == parse_notification({"channel": "whatsapp", "recipient": "+14155550123", "body": "b"}).fingerprint()
     )
     assert a.fingerprint() != b.fingerprint()
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085", "\v", "\f", "\t", "\x1b", "\x9b", "\r", "\n"])
+def test_subjects_take_no_line_separator_or_control_character(separator: str) -> None:
+    """Issue 14 (4): only CR and LF were refused; U+2028, NEL, VT and other controls passed into the header."""
+    email = {"channel": "email", "recipient": "a@example.com", "body": "b", "subject": f"Invoice{separator}Bcc: x"}
+    assert ("subject", "invalid") in problems(email)
+    assert parse_notification({**email, "subject": "Facture n° 42 — réglée ✓"}).subject == "Facture n° 42 — réglée ✓"
+
+
+@pytest.mark.parametrize("text", ["nul\x00here", "half \ud800 a pair"])
+def test_text_postgresql_cannot_store_is_refused(text: str) -> None:
+    """A NUL or a lone surrogate failed the whole group-commit insert (every site's request in the batch)."""
+    base = {"channel": "email", "recipient": "a@example.com", "subject": "s", "body": "b"}
+    assert ("body", "invalid_text") in problems({**base, "body": text})
+    assert ("subject", "invalid_text") in problems({**base, "subject": text})
+    assert ("metadata", "invalid_text") in problems({**base, "metadata": {"doc": [text]}})
+    assert ("metadata", "invalid_text") in problems({**base, "metadata": {text: 1}})
+
+
+@pytest.mark.parametrize("reply_to", ["a@b, c@d", "plain", " a@example.com", 42])
+def test_reply_to_is_one_address(reply_to: object) -> None:
+    """metadata.reply_to with any "@" got 202 and then failed at the provider."""
+    email = {"channel": "email", "recipient": "a@example.com", "subject": "s", "body": "b"}
+    assert ("metadata.reply_to", "invalid_email") in problems({**email, "metadata": {"reply_to": reply_to}})
+    accepted = parse_notification({**email, "metadata": {"reply_to": "billing@example.com"}})
+    assert accepted.metadata == {"reply_to": "billing@example.com"}
+
+
+def test_strict_int_takes_ascii_digits_only() -> None:
+    assert [strict_int(v) for v in ("0", "42", "²", "٣", "-1", "1e3", " 1", "", None)] == [0, 42] + [None] * 7

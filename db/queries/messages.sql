@@ -20,9 +20,11 @@ SELECT id, idempotency_key, idempotency_fingerprint, status::text, failure_code
 FROM message_logs WHERE site_id = %(site_id)s AND idempotency_key = ANY(%(idempotency_keys)s::text[]);
 
 -- name: mark_enqueue_failed
-UPDATE message_logs
-SET status = 'FAILED', failure_code = 'enqueue_failed', last_error = %(error)s
-WHERE id = ANY(%(ids)s::uuid[]) AND status = 'PENDING';
+-- Each message with the error Kafka gave for its own record.
+UPDATE message_logs AS m
+SET status = 'FAILED', failure_code = 'enqueue_failed', last_error = f.error
+FROM unnest(%(ids)s::uuid[], %(errors)s::text[]) AS f(id, error)
+WHERE m.id = f.id AND m.status = 'PENDING';
 
 -- name: reopen_enqueue_failed
 -- A client retrying with the same Idempotency-Key after a 503 gets its message enqueued again.

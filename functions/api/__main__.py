@@ -16,7 +16,8 @@ def server_options(settings: ApiSettings) -> dict[str, Any]:
     return {
         "access_log": False,
         "timeout_graceful_shutdown": 20,
-        "proxy_headers": True,
+        # X-Forwarded-For is read by the app itself, from API_TRUSTED_PROXIES only (create_app), never by default.
+        "proxy_headers": False,
         # An idle connection is closed after this long. It must outlast the idle timeout of the proxy in front
         # (ingress-nginx and most cloud load balancers keep upstream connections 60 s): with uvicorn's default of
         # 5 s, the proxy now and then sends a request on a connection the server is closing, and it fails.

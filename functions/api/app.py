@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,16 +18,17 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from functions.api.openapi import openapi_document
 from functions.api.settings import ApiSettings
 from lib import db, messages, replay, site_metrics, sites
-from lib.auth import Authenticator, SiteIdentity
-from lib.errors import NotifyError, TooManyRequests, Unauthorized, Unavailable
+from lib.auth import AdminGate, Authenticator, SiteIdentity
+from lib.errors import NotifyError, Unavailable
 from lib.http import EXCEPTION_HANDLERS, RequestMetrics, healthz, metrics_endpoint, read_json
-from lib.kafka import Publisher
+from lib.kafka import Publisher, sized_for_topics, topic_max_message_bytes
 from lib.logs import tune_gc
-from lib.ratelimit import TokenBucket
+from lib.quota import BulkSlots, KeyRotations, SiteQuotas
 from lib.validation import check_idempotency_key, parse_notification
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,11 @@ class Services:
     pool: Any
     publisher: Publisher
     auth: Authenticator
+    admin: AdminGate
     acceptor: messages.Acceptor
-    site_buckets: dict[Any, TokenBucket]
+    quotas: SiteQuotas
+    rotations: KeyRotations
+    bulk_slots: BulkSlots
 
 
 def services(request: Request) -> Services:
@@ -52,35 +55,17 @@ def services(request: Request) -> Services:
 # --- authentication ---------------------------------------------------------------------------------
 
 
+def client_address(request: Request) -> str:
+    """The client as the API sees it: the peer, or what a trusted proxy says in X-Forwarded-For."""
+    return request.client.host if request.client else ""
+
+
 def require_admin(request: Request) -> None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthorized("admin routes need Authorization: Bearer <admin token>", code="admin_token_required")
-    expected = services(request).settings.admin_token.reveal()
-    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        raise Unauthorized("the admin token is not valid", code="invalid_admin_token")
+    services(request).admin.check(request.headers.get("authorization"), client_address(request))
 
 
 async def require_site(request: Request) -> SiteIdentity:
-    return await services(request).auth.authenticate(request.headers.get("x-site-key"))
-
-
-def take_site_quota(svc: Services, site: SiteIdentity, count: int) -> None:
-    """The optional per-site rate limit (messages per minute), enforced per API process."""
-    if site.rate_limit_per_minute is None:
-        return
-    bucket = svc.site_buckets.get(site.site_id)
-    if bucket is None or bucket.capacity != site.rate_limit_per_minute:
-        bucket = TokenBucket(site.rate_limit_per_minute / 60.0, burst=site.rate_limit_per_minute)
-        svc.site_buckets[site.site_id] = bucket
-    wait = bucket.try_take(count)
-    if wait:
-        raise TooManyRequests(
-            f"the site's limit of {site.rate_limit_per_minute} messages per minute is reached",
-            code="rate_limited",
-            retry_after_s=int(wait) + 1,
-        )
+    return await services(request).auth.authenticate(request.headers.get("x-site-key"), client_address(request))
 
 
 # --- sites ------------------------------------------------------------------------------------------
@@ -101,6 +86,7 @@ async def register_site(request: Request) -> Response:
 async def rotate_key(request: Request) -> Response:
     site = await require_site(request)
     svc = services(request)
+    svc.rotations.take(site)
     result = await sites.rotate_key(svc.pool, site.site_id)
     svc.auth.forget_site(site.site_id)
     return JSONResponse(result)
@@ -152,9 +138,9 @@ async def send_notification(request: Request) -> Response:
     svc = services(request)
     key = check_idempotency_key(request.headers.get("idempotency-key"))
     req = parse_notification(await read_json(request, svc.settings.max_body_bytes), idempotency_key=key)
-    messages.check_channel(site, req.channel)  # a refused channel costs no quota
-    take_site_quota(svc, site, 1)
-    accepted = await svc.acceptor.accept(site, req)
+    item = svc.acceptor.prepare(site, req)  # a refused channel or an oversized record costs no quota
+    svc.quotas.take(site)
+    accepted = await svc.acceptor.accept(site, item)
     headers = {"Idempotent-Replayed": "true"} if accepted.replayed else None
     # The busiest answer, written out: a UUID needs no escaping, and JSONResponse builds an encoder per call.
     body = b'{"message_id":"%s","status":"PENDING"}' % str(accepted.message_id).encode()
@@ -164,10 +150,13 @@ async def send_notification(request: Request) -> Response:
 async def send_bulk(request: Request) -> Response:
     site = await require_site(request)
     svc = services(request)
-    data = await read_json(request, svc.settings.max_bulk_body_bytes)
-    items = data.get("items") if isinstance(data, dict) else None
-    take_site_quota(svc, site, len(items) if isinstance(items, list) else 1)
-    results = await svc.acceptor.accept_bulk(site, items)
+    with svc.bulk_slots.held(site):  # before the body is read: a refused bulk costs nothing
+        data = await read_json(request, svc.settings.max_bulk_body_bytes)
+        bulk = await svc.acceptor.prepare_bulk(site, data.get("items") if isinstance(data, dict) else None)
+        if bulk.ready:  # the quota is charged for valid items only; those beyond it are rejected one by one
+            granted = svc.quotas.grant(site, len(bulk.ready))
+            bulk.refuse_beyond(granted, svc.quotas.limited(site))
+        results = await svc.acceptor.accept_bulk(site, bulk)
     accepted = sum(1 for r in results if r["status"] == "accepted")
     return JSONResponse(
         {"accepted": accepted, "rejected": len(results) - accepted, "results": results}, status_code=202
@@ -251,23 +240,45 @@ async def sweep_stuck_pending(svc: Services) -> None:
             log.warning("stuck-pending sweep failed", extra={"error": exc.message})
 
 
+async def learn_topic_limit(settings: ApiSettings) -> int | None:
+    """The topics' max.message.bytes, when the broker tells it at start-up; without it the producer's own limit
+    (1,000,000 bytes, under Kafka's default 1,048,588) stands."""
+    try:
+        return await asyncio.to_thread(topic_max_message_bytes, settings.kafka)
+    except Exception as exc:  # the broker may be down at start: the API starts anyway
+        log.warning("could not read the topics' max.message.bytes", extra={"error": str(exc)})
+        return None
+
+
 def create_app(settings: ApiSettings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = db.create_pool(settings.database, name="api")
         await pool.open(wait=False)
-        publisher = Publisher(settings.kafka, **{"message.timeout.ms": settings.kafka_delivery_timeout_ms})
+        publisher = Publisher(
+            settings.kafka,
+            **{"message.timeout.ms": settings.kafka_delivery_timeout_ms},
+            **sized_for_topics(await learn_topic_limit(settings)),
+        )
         auth = Authenticator(
             pool,
             cache_ttl_s=settings.auth_cache_ttl_s,
             negative_ttl_s=settings.auth_negative_ttl_s,
             bcrypt_concurrency=settings.auth_bcrypt_concurrency,
             failure_limit=settings.auth_failure_limit,
+            client_failure_limit=settings.auth_client_failure_limit,
             failure_window_s=settings.auth_failure_window_s,
-            bcrypt_per_s=settings.auth_bcrypt_per_s,
+            throttle_delay_s=settings.auth_throttle_delay_s,
+        )
+        admin = AdminGate(
+            settings.admin_token,
+            failure_limit=settings.admin_failure_limit,
+            failure_window_s=settings.auth_failure_window_s,
         )
         acceptor = messages.Acceptor(pool, publisher, settings.kafka)
-        svc = Services(settings, pool, publisher, auth, acceptor, {})
+        rotations = KeyRotations(settings.key_rotations_per_hour)
+        bulk_slots = BulkSlots(settings.bulk_concurrency_per_site)
+        svc = Services(settings, pool, publisher, auth, admin, acceptor, SiteQuotas(), rotations, bulk_slots)
         app.state.services = svc
         sweeper = asyncio.create_task(sweep_stuck_pending(svc)) if settings.stuck_pending_after_s > 0 else None
         tune_gc()
@@ -281,9 +292,12 @@ def create_app(settings: ApiSettings) -> Starlette:
             await asyncio.to_thread(publisher.close)
             await pool.close()
 
+    middleware = [Middleware(RequestMetrics)]
+    if settings.trusted_proxies:  # uvicorn's own: the client address from X-Forwarded-For, past trusted hops only
+        middleware.insert(0, Middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies)))
     return Starlette(
         routes=ROUTES,
-        middleware=[Middleware(RequestMetrics)],
+        middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -6,7 +6,7 @@ from functools import cache
 from typing import Any
 
 ERROR_CODES = {
-    400: ["invalid_json", "bad_request"],
+    400: ["invalid_json", "invalid_content_length", "bad_request"],
     401: ["missing_api_key", "invalid_api_key", "admin_token_required", "invalid_admin_token"],
     403: ["site_suspended", "channel_disabled"],
     404: ["not_found"],
@@ -14,7 +14,7 @@ ERROR_CODES = {
     409: ["site_exists", "site_managed_elsewhere", "idempotency_key_conflict", "idempotency_key_in_use"],
     413: ["payload_too_large"],
     415: ["unsupported_media_type"],
-    422: ["validation_failed"],
+    422: ["validation_failed", "unstorable_message"],
     429: ["rate_limited", "auth_rate_limited"],
     503: ["database_unavailable", "kafka_unavailable"],
 }
@@ -232,14 +232,15 @@ PATHS: dict[str, Any] = {
             },
             "responses": {
                 "201": _json(_ref("SiteWithKey"), "registered"),
-                **_errors(400, 401, 409, 413, 415, 422, 503),
+                **_errors(400, 401, 409, 413, 415, 422, 429, 503),
             },
         }
     },
     "/api/v1/site/rotate-key": {
         "post": {
             "summary": "Replace the caller's key; the old one stops working",
-            "description": "Other API processes may accept the old key for up to AUTH_CACHE_TTL_SECONDS.",
+            "description": "Other API processes may accept the old key for up to AUTH_CACHE_TTL_SECONDS. A site may"
+            " rotate its own key at most KEY_ROTATIONS_PER_HOUR times an hour (429 rate_limited).",
             "security": SITE_KEY,
             "responses": {
                 "200": _json(_ref("NewKey"), "new key"),
@@ -262,7 +263,7 @@ PATHS: dict[str, Any] = {
                 "200": _json(
                     {"type": "object", "properties": {"items": {"type": "array", "items": _ref("Site")}}}, "sites"
                 ),
-                **_errors(401, 503),
+                **_errors(401, 429, 503),
             },
         }
     },
@@ -271,7 +272,7 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "One site (admin)",
             "security": ADMIN,
-            "responses": {"200": _json(_ref("Site"), "the site"), **_errors(401, 404, 422, 503)},
+            "responses": {"200": _json(_ref("Site"), "the site"), **_errors(401, 404, 422, 429, 503)},
         },
         "patch": {
             "summary": "Suspend, reactivate or deactivate a site, or change its channels or rate limit (admin)",
@@ -299,7 +300,10 @@ PATHS: dict[str, Any] = {
                     }
                 },
             },
-            "responses": {"200": _json(_ref("Site"), "updated"), **_errors(400, 401, 404, 409, 413, 415, 422, 503)},
+            "responses": {
+                "200": _json(_ref("Site"), "updated"),
+                **_errors(400, 401, 404, 409, 413, 415, 422, 429, 503),
+            },
         },
     },
     "/api/v1/admin/sites/{site_name}/rotate-key": {
@@ -309,7 +313,7 @@ PATHS: dict[str, Any] = {
             "security": ADMIN,
             "responses": {
                 "200": _json(_ref("NewKey"), "new key"),
-                **_errors(401, 404, 422, 503),
+                **_errors(401, 404, 422, 429, 503),
             },
         },
     },
@@ -347,13 +351,16 @@ PATHS: dict[str, Any] = {
                     },
                     "re-enqueued",
                 ),
-                **_errors(400, 401, 413, 415, 422, 503),
+                **_errors(400, 401, 413, 415, 422, 429, 503),
             },
         }
     },
     "/api/v1/notifications/send": {
         "post": {
             "summary": "Accept one notification: stored, published to Kafka, then 202",
+            "description": "413 payload_too_large also when the message's Kafka record (UTF-8) would exceed the queue's"
+            " limit (the producer's message.max.bytes or the topics' max.message.bytes, the smaller); details name the"
+            " largest field. Nothing is stored then, and no quota is charged.",
             "security": SITE_KEY,
             "parameters": [
                 {
@@ -374,6 +381,8 @@ PATHS: dict[str, Any] = {
     "/api/v1/notifications/bulk": {
         "post": {
             "summary": "Accept up to 1000 notifications, each validated on its own",
+            "description": "The site's rate limit is charged for valid items only: as many as it has room for are"
+            " accepted, the other valid items are rejected one by one with rate_limited; 429 only when none fits.",
             "security": SITE_KEY,
             "requestBody": {
                 "required": True,

@@ -19,12 +19,18 @@ class ApiSettings:
     log_level: str = "INFO"
     max_body_bytes: int = 1024 * 1024
     max_bulk_body_bytes: int = 16 * 1024 * 1024
+    bulk_concurrency_per_site: int = 2
     auth_cache_ttl_s: float = 30.0
     auth_negative_ttl_s: float = 5.0
     auth_bcrypt_concurrency: int = 1
     auth_failure_limit: int = 10
+    auth_client_failure_limit: int = 20
     auth_failure_window_s: float = 60.0
-    auth_bcrypt_per_s: float = 0.2
+    auth_throttle_delay_s: float = 1.0
+    admin_failure_limit: int = 10
+    key_rotations_per_hour: int = 6
+    # Addresses (or CIDRs) of the proxies whose X-Forwarded-For names the client; empty: none is believed.
+    trusted_proxies: tuple[str, ...] = ()
     kafka_delivery_timeout_ms: int = 10_000
     stuck_pending_after_s: float = 300.0
 
@@ -41,12 +47,17 @@ class ApiSettings:
             log_level=env.text("LOG_LEVEL", "INFO"),
             max_body_bytes=env.integer("API_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
             max_bulk_body_bytes=env.integer("API_MAX_BULK_BODY_BYTES", 16 * 1024 * 1024, minimum=1024),
+            bulk_concurrency_per_site=env.integer("API_BULK_CONCURRENCY_PER_SITE", 2, minimum=1),
             auth_cache_ttl_s=env.number("AUTH_CACHE_TTL_SECONDS", 30.0, minimum=0),
             auth_negative_ttl_s=env.number("AUTH_NEGATIVE_TTL_SECONDS", 5.0, minimum=0),
             auth_bcrypt_concurrency=env.integer("AUTH_BCRYPT_CONCURRENCY", 1, minimum=1),
             auth_failure_limit=env.integer("AUTH_FAILURE_LIMIT", 10, minimum=1),
+            auth_client_failure_limit=env.integer("AUTH_CLIENT_FAILURE_LIMIT", 20, minimum=1),
             auth_failure_window_s=env.number("AUTH_FAILURE_WINDOW_SECONDS", 60.0, minimum=1),
-            auth_bcrypt_per_s=env.number("AUTH_BCRYPT_PER_SECOND", 0.2, minimum=0.01),
+            auth_throttle_delay_s=env.number("AUTH_THROTTLE_DELAY_SECONDS", 1.0, minimum=0),
+            admin_failure_limit=env.integer("ADMIN_FAILURE_LIMIT", 10, minimum=1),
+            key_rotations_per_hour=env.integer("KEY_ROTATIONS_PER_HOUR", 6, minimum=1),
+            trusted_proxies=tuple(p.strip() for p in env.text("API_TRUSTED_PROXIES", "").split(",") if p.strip()),
             kafka_delivery_timeout_ms=env.integer("KAFKA_DELIVERY_TIMEOUT_MS", 10_000, minimum=100),
             stuck_pending_after_s=env.number("STUCK_PENDING_AFTER_SECONDS", 300.0, minimum=0),
         )

@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 
 from lib.settings import Secret
+from lib.validation import strict_int
 
 
 class BearerKey:
@@ -28,7 +29,8 @@ class BearerKey:
 async def read_body(request: Request, max_bytes: int) -> bytes | None:
     """The raw body, or None when it is larger than ``max_bytes`` (declared or streamed)."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    length = strict_int(declared)
+    if length is not None and length > max_bytes:
         return None
     chunks, size = [], 0
     async for chunk in request.stream():

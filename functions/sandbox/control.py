@@ -16,6 +16,7 @@ from starlette.routing import Route
 from functions.sandbox.faults import parse_faults
 from functions.sandbox.ledger import Call, Ledger
 from lib.errors import InvalidJSON, NotFound, ValidationFailed
+from lib.validation import strict_int
 
 ALIASES = {"sendgrid": "sendgrid", "wasender": "wasender", "whatsapp": "wasender"}
 
@@ -100,6 +101,7 @@ def _received_at(found: tuple[Call, Ledger]) -> float:
 def _limit(raw: str | None) -> int | None:
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or int(raw) < 1:
+    limit = strict_int(raw)
+    if limit is None or limit < 1:
         raise ValidationFailed("limit must be a positive integer", details=[{"field": "limit", "value": raw}])
-    return int(raw)
+    return limit

@@ -21,6 +21,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "notify"
 PRODUCTION_VALUES = CHART / "ci" / "production-values.yaml"
+# The sandbox providers on (off by default): what dev, CI and `helm test` install. `render(DEV)` renders with it.
+DEV_VALUES = CHART / "ci" / "dev-values.yaml"
+DEV = (str(DEV_VALUES),)
 BIN = ROOT / ".local" / "bin"
 HELM = BIN / "helm"
 KUBECONFORM = BIN / "kubeconform"
@@ -82,13 +85,14 @@ def render_fails(values: tuple[str, ...] = (), sets: tuple[str, ...] = ()) -> st
     return result.stderr
 
 
-# The value sets every structural test runs over: defaults, production-like, and the other switches.
+# The value sets every structural test runs over: dev (the defaults with the sandbox), production-like, and the
+# other switches. The bare defaults do not render: they ask for the provider Secrets or the sandbox.
 SCENARIOS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "default": ((), ()),
+    "dev": (DEV, ()),
     "production": ((str(PRODUCTION_VALUES),), ()),
-    "no-keda": ((), ("keda.enabled=false",)),
+    "no-keda": (DEV, ("keda.enabled=false",)),
     "external-ssl-only": (
-        (),
+        DEV,
         (
             "kafka.mode=external",
             "kafka.external.bootstrapServers=b-1.msk.example:9094",

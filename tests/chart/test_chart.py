@@ -17,6 +17,8 @@ from functions.email.settings import EmailWorkerSettings
 from functions.whatsapp.settings import WhatsAppWorkerSettings
 from tests.chart.conftest import (
     CHART,
+    DEV,
+    DEV_VALUES,
     KUBE_VERSION,
     NAMESPACE,
     POD_KINDS,
@@ -53,11 +55,11 @@ def partitions(objects: list[dict[str, Any]]) -> int:
 @pytest.mark.parametrize(
     ("values", "sets", "prefix"),
     [
-        ((), (), "notifications"),
+        (DEV, (), "notifications"),
         ((str(PRODUCTION_VALUES),), (), "notifications"),
-        ((), ("topicPrefix=acme", "email.consumerGroup=acme-mail", "whatsapp.consumerGroup=acme-wa"), "acme"),
+        (DEV, ("topicPrefix=acme", "email.consumerGroup=acme-mail", "whatsapp.consumerGroup=acme-wa"), "acme"),
     ],
-    ids=["default", "production", "custom-names"],
+    ids=["dev", "production", "custom-names"],
 )
 def test_each_scaledobject_reads_its_own_topic_and_group(
     values: tuple[str, ...], sets: tuple[str, ...], prefix: str
@@ -96,30 +98,30 @@ def test_each_scaledobject_reads_its_own_topic_and_group(
 
 
 def test_default_workers_scale_to_zero_and_keda_owns_their_replicas() -> None:
-    objects = render()
+    objects = render(DEV)
     for channel in CHANNELS:
         assert named(objects, "ScaledObject", f"{FULLNAME}-{channel}")["spec"]["minReplicaCount"] == 0
         assert "replicas" not in named(objects, "Deployment", f"{FULLNAME}-{channel}")["spec"]
 
 
 def test_max_replicas_above_partitions_fails_the_render_clearly() -> None:
-    message = render_fails(sets=("email.autoscaling.maxReplicaCount=7",))
+    message = render_fails(DEV, ("email.autoscaling.maxReplicaCount=7",))
     assert "email.autoscaling.maxReplicaCount (7) is above kafka.topics.partitions (6)" in message
-    message = render_fails(sets=("kafka.topics.partitions=2",))
+    message = render_fails(DEV, ("kafka.topics.partitions=2",))
     assert "maxReplicaCount (6) is above kafka.topics.partitions (2)" in message
     # Raising the partitions makes the same maximum legal.
-    assert render(sets=("email.autoscaling.maxReplicaCount=7", "kafka.topics.partitions=7"))
+    assert render(DEV, ("email.autoscaling.maxReplicaCount=7", "kafka.topics.partitions=7"))
 
 
 def test_without_keda_workers_get_a_fixed_replica_count() -> None:
-    objects = render(sets=("keda.enabled=false", "email.replicaCount=3", "whatsapp.replicaCount=2"))
+    objects = render(DEV, ("keda.enabled=false", "email.replicaCount=3", "whatsapp.replicaCount=2"))
     assert not by_kind(objects, "ScaledObject") and not by_kind(objects, "TriggerAuthentication")
     assert named(objects, "Deployment", f"{FULLNAME}-email")["spec"]["replicas"] == 3
     assert named(objects, "Deployment", f"{FULLNAME}-whatsapp")["spec"]["replicas"] == 2
 
 
 def test_trigger_authentication_only_with_sasl_or_tls() -> None:
-    assert not by_kind(render(), "TriggerAuthentication")
+    assert not by_kind(render(DEV), "TriggerAuthentication")
     objects = render((str(PRODUCTION_VALUES),))
     (auth,) = by_kind(objects, "TriggerAuthentication")
     params = {ref["parameter"]: ref for ref in auth["spec"]["secretTargetRef"]}
@@ -141,7 +143,7 @@ def hook(objects: list[dict[str, Any]], name: str) -> str:
 
 
 def test_embedded_backends_are_statefulsets_and_hooks_run_after_they_exist() -> None:
-    objects = render()
+    objects = render(DEV)
     kafka = named(objects, "StatefulSet", f"{FULLNAME}-kafka")
     assert next(containers(kafka))["image"].startswith("apache/kafka:")
     assert kafka["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
@@ -176,18 +178,58 @@ def test_production_api_has_three_replicas_ingress_tls_and_a_pdb() -> None:
     assert ingress["spec"]["ingressClassName"] == "nginx"
     assert named(objects, "PodDisruptionBudget", f"{FULLNAME}-api")["spec"]["minAvailable"] == 1
     assert len(by_kind(objects, "ServiceMonitor")) == 3
-    assert not by_kind(render(), "PodDisruptionBudget"), "one API replica: no PDB"
+    assert not by_kind(render(DEV), "PodDisruptionBudget"), "one API replica: no PDB"
 
 
 def test_helm_test_pod_runs_only_against_the_sandbox() -> None:
-    (pod,) = [o for o in render() if o["kind"] == "Pod"]
+    (pod,) = [o for o in render(DEV) if o["kind"] == "Pod"]
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert next(containers(pod))["command"] == ["python", "/smoke/smoke_test.py"]
     assert not [o for o in render((str(PRODUCTION_VALUES),)) if o["kind"] == "Pod"]
 
 
+# --- the sandbox: only when asked for ------------------------------------------------------------------------
+
+PROVIDER_SECRETS = ("email.sendgrid.existingSecret=providers", "whatsapp.wasender.existingSecret=providers")
+
+
+def provider_urls(objects: list[dict[str, Any]]) -> dict[str, str]:
+    email = env_of(next(containers(named(objects, "Deployment", f"{FULLNAME}-email"), init=False)))
+    whatsapp = env_of(next(containers(named(objects, "Deployment", f"{FULLNAME}-whatsapp"), init=False)))
+    return {"email": email["SENDGRID_API_URL"], "whatsapp": whatsapp["WASENDER_API_URL"]}
+
+
+def test_a_plain_install_asks_for_the_provider_secrets_or_the_sandbox() -> None:
+    message = render_fails()
+    assert "sandbox.enabled is false (the default)" in message
+    assert "email.sendgrid.existingSecret" in message and "whatsapp.wasender.existingSecret" in message
+    assert "--values charts/notify/ci/dev-values.yaml" in message and "--set sandbox.enabled=true" in message
+    assert (ROOT / "charts" / "notify" / "ci" / "dev-values.yaml") == DEV_VALUES  # the file the message names
+    only = render_fails(sets=(PROVIDER_SECRETS[0],))  # one channel's Secret named: only the other is asked for
+    assert "whatsapp.wasender.existingSecret" in only and "email.sendgrid.existingSecret" not in only
+
+
+def test_by_default_the_workers_deliver_to_the_real_providers_and_no_sandbox_runs() -> None:
+    objects = render(sets=PROVIDER_SECRETS)
+    assert not [o for o in objects if o["metadata"]["name"] == f"{FULLNAME}-sandbox"]
+    assert provider_urls(objects) == {
+        "email": "https://api.sendgrid.com",
+        "whatsapp": "https://www.wasenderapi.com/api",
+    }
+    assert not by_kind(objects, "Pod"), "no helm test without the sandbox: it would send a real message"
+    (generated,) = by_kind(objects, "Secret")
+    assert set(generated["data"]) == {"admin-token", "postgres-password"}  # no fake provider keys
+
+
+def test_the_dev_values_turn_the_sandbox_on() -> None:
+    objects = render(DEV)
+    sandbox = f"{FULLNAME}-sandbox"
+    assert named(objects, "Deployment", sandbox) and named(objects, "Service", sandbox)
+    assert provider_urls(objects) == {"email": f"http://{sandbox}:8090", "whatsapp": f"http://{sandbox}:8090/api"}
+
+
 def test_dashboards_are_configmaps_for_the_grafana_sidecar() -> None:
-    maps = [o for o in render() if o["kind"] == "ConfigMap" and component(o) == "dashboards"]
+    maps = [o for o in render(DEV) if o["kind"] == "ConfigMap" and component(o) == "dashboards"]
     assert len(maps) == 2
     metrics_in_code = set(
         re.findall(r'"(notify_[a-z_]+)"', "".join(p.read_text() for p in (ROOT / "lib").rglob("*.py")))
@@ -240,7 +282,7 @@ def test_every_container_has_resources_and_long_running_ones_have_probes(scenari
 
 
 def test_notify_probes_use_the_health_routes() -> None:
-    for obj in render():
+    for obj in render(DEV):
         if obj["kind"] == "Deployment":
             c = next(containers(obj))
             assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -294,7 +336,7 @@ def test_generated_secret_is_kept_and_reused() -> None:
     helpers = (CHART / "templates" / "_helpers.tpl").read_text()
     assert "helm.sh/resource-policy: keep" in template
     assert 'lookup "v1" "Secret"' in helpers
-    (secret,) = by_kind(render(), "Secret")
+    (secret,) = by_kind(render(DEV), "Secret")
     assert set(secret["data"]) == {"admin-token", "postgres-password", "sendgrid-api-key", "wasender-api-key"}
     assert not by_kind(render((str(PRODUCTION_VALUES),)), "Secret"), "every secret of production is an existing Secret"
 
@@ -318,7 +360,7 @@ def test_notes_tell_how_to_reach_the_api_and_get_the_token(tmp_path: Path) -> No
         "-s",
         "templates/zz-notes.yaml",
     ]
-    notes = yaml.safe_load(run_helm(*args).stdout)["data"]["notes"]
+    notes = yaml.safe_load(run_helm(*args, "--values", str(DEV_VALUES)).stdout)["data"]["notes"]
     assert f"port-forward service/{FULLNAME}-api" in notes
     assert f"get secret {FULLNAME}-secrets -o jsonpath='{{.data.admin-token}}'" in notes
     prod = yaml.safe_load(run_helm(*args, "--values", str(PRODUCTION_VALUES)).stdout)["data"]["notes"]
@@ -339,7 +381,7 @@ def test_notes_tell_how_to_reach_the_api_and_get_the_token(tmp_path: Path) -> No
     ],
 )
 def test_schema_rejects_typos(setting: str, complaint: str) -> None:
-    assert complaint in render_fails(sets=(setting,))
+    assert complaint in render_fails(DEV, (setting,))
 
 
 def documented_paths(text: str) -> set[str]:
@@ -405,7 +447,7 @@ def plain_env(container: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("values", [(), (str(PRODUCTION_VALUES),)], ids=["default", "production"])
+@pytest.mark.parametrize("values", [DEV, (str(PRODUCTION_VALUES),)], ids=["dev", "production"])
 def test_deployables_accept_the_rendered_settings(values: tuple[str, ...]) -> None:
     objects = render(values)
     for name, settings in SETTINGS.items():
@@ -419,7 +461,7 @@ def test_deployables_accept_the_rendered_settings(values: tuple[str, ...]) -> No
 def test_every_env_var_the_chart_sets_is_read_by_notify() -> None:
     known = "\n".join(p.read_text() for p in SOURCES if p.exists())
     names: set[str] = set()
-    for values in ((), (str(PRODUCTION_VALUES),)):
+    for values in (DEV, (str(PRODUCTION_VALUES),)):
         for obj in render(values):
             if obj["kind"] in POD_KINDS and component(obj) not in ("kafka", "postgresql"):
                 for c in containers(obj):
@@ -443,6 +485,10 @@ def test_each_documented_value_reaches_its_variable() -> None:
         ):
             continue
         current = get_path(defaults, path)
+        if isinstance(current, list):  # a list value is one comma-separated variable; helm's --set a={x}
+            set_path(overrides, path, f"{{10.{n}.0.0/16}}")
+            expected[(path.split(".")[0], var)] = f"10.{n}.0.0/16"
+            continue
         new: Any = current + 7 + n if isinstance(current, int | float) else f"x{n}@example.com"
         set_path(overrides, path, new)
         expected[(path.split(".")[0], var)] = str(new)
@@ -451,7 +497,7 @@ def test_each_documented_value_reaches_its_variable() -> None:
     overrides["whatsapp"].setdefault("wasender", {}).update(existingSecret="s")
     sets = tuple(f"{p}={v}" for p, v in flatten(overrides))
     objects = render(
-        sets=(*sets, "email.terminationGracePeriodSeconds=100", "whatsapp.terminationGracePeriodSeconds=100")
+        sets=(*sets, "email.terminationGracePeriodSeconds=300", "whatsapp.terminationGracePeriodSeconds=300")
     )
     for (owner, var), value in expected.items():
         if owner == "sandbox":
@@ -502,16 +548,11 @@ def flatten(node: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def test_rendering_is_deterministic_apart_from_generated_secrets() -> None:
-    first = [o for o in render() if o["kind"] != "Secret"]
-    again = [
-        o
-        for o in yaml.safe_load_all(
-            run_helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION).stdout
-        )
-        if o and o["kind"] != "Secret"
-    ]
+    first = [o for o in render(DEV) if o["kind"] != "Secret"]
+    args = ("template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION)
+    again = [o for o in yaml.safe_load_all(run_helm(*args, "--values", *DEV).stdout) if o and o["kind"] != "Secret"]
     assert first == again
-    assert render_text()
+    assert render_text(DEV)
 
 
 SETTINGS_SOURCES = {
@@ -527,7 +568,7 @@ def test_every_setting_a_deployable_reads_can_be_set_by_the_chart() -> None:
     for name, sources in SETTINGS_SOURCES.items():
         read = {m for path in sources for m in READ_ENV.findall((ROOT / path).read_text())}
         rendered: set[str] = set()
-        for values in ((), (str(PRODUCTION_VALUES),)):
+        for values in (DEV, (str(PRODUCTION_VALUES),)):
             deployment = named(render(values), "Deployment", f"{FULLNAME}-{name}")
             rendered |= set(env_of(next(containers(deployment, init=False))))
         missing = sorted(read - rendered)

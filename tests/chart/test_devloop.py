@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.chart.conftest import CHART, ROOT, SHARED_SCHEMAS
+from tests.chart.conftest import CHART, DEV_VALUES, PRODUCTION_VALUES, ROOT, SHARED_SCHEMAS
 
 
 def schema(name: str) -> dict[str, Any]:
@@ -63,3 +63,20 @@ def test_taskfile_chart_is_valid_and_has_the_chart_tasks() -> None:
     assert wanted <= set(TASKFILE["tasks"])
     for name in wanted:
         assert TASKFILE["tasks"][name].get("desc"), f"{name} has no desc"
+
+
+def test_the_dev_installs_ask_for_the_sandbox_and_the_prod_one_does_not() -> None:
+    # The sandbox is off by default: every dev install turns it on itself, and the bare defaults are never linted
+    # or rendered by a task (they do not render).
+    profiles = {p["name"]: p for p in SKAFFOLD["profiles"]}
+    dev_values = next(op["value"] for op in profiles["dev"]["patches"] if op["path"].endswith("/setValues"))
+    assert dev_values["sandbox.enabled"] is True
+    prod_files = next(op["value"] for op in profiles["prod"]["patches"] if op["path"].endswith("/valuesFiles"))
+    assert [ROOT / f for f in prod_files] == [PRODUCTION_VALUES]
+    assert yaml.safe_load(PRODUCTION_VALUES.read_text())["sandbox"]["enabled"] is False
+    assert yaml.safe_load(DEV_VALUES.read_text())["sandbox"]["enabled"] is True
+    cmds = [c for name in ("chart:lint", "chart:template") for c in TASKFILE["tasks"][name]["cmds"]]
+    helm_commands = [c for c in cmds if isinstance(c, str) and ('helm" lint ' in c or 'helm" template ' in c)]
+    assert len(helm_commands) == 4
+    for cmd in helm_commands:
+        assert "--values" in cmd, f"Taskfile.chart.yml renders the bare defaults: {cmd}"

@@ -1,5 +1,6 @@
 """The operator in the chart: off by default; when on, one Recreate replica with its own ServiceAccount, exactly
-the RBAC it needs (cluster-wide or per watched namespace), the FrappeSite CRD, and NetworkPolicies."""
+the RBAC it needs (in the release namespace by default, per listed namespace, or cluster-wide only when asked
+for), the FrappeSite CRD, and NetworkPolicies."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import jsonschema
 import pytest
 import yaml
 
+from functions.operator.settings import OperatorSettings
 from tests.chart.conftest import (
+    DEV,
     NAMESPACE,
     PRODUCTION_VALUES,
     ROOT,
@@ -20,6 +23,7 @@ from tests.chart.conftest import (
     named,
     pod_spec,
     render,
+    render_fails,
     strict_crd_schema,
 )
 
@@ -43,11 +47,25 @@ def operator_objects(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def enabled(*sets: str) -> list[dict[str, Any]]:
-    return render((), ("operator.enabled=true", *sets))
+    return render(DEV, ("operator.enabled=true", *sets))
+
+
+def operator_env(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return env_of(next(containers(named(objects, "Deployment", OPERATOR))))
+
+
+def operator_settings(objects: list[dict[str, Any]]) -> OperatorSettings:
+    """What the operator makes of the environment the chart gives it (each secret replaced by a stand-in)."""
+    env = {k: v if isinstance(v, str) else "secret" for k, v in operator_env(objects).items()}
+    return OperatorSettings.from_env(env)
+
+
+def roles(objects: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+    return {(r["metadata"]["namespace"], r["metadata"]["name"]): r["rules"] for r in by_kind(objects, "Role")}
 
 
 def test_the_operator_is_off_by_default() -> None:
-    assert operator_objects(render()) == []
+    assert operator_objects(render(DEV)) == []
 
 
 def test_one_recreate_replica_with_its_settings() -> None:
@@ -60,7 +78,7 @@ def test_one_recreate_replica_with_its_settings() -> None:
     env = env_of(container)
     assert env["NOTIFY_API_URL"] == "http://rel-notify-api:80"
     assert env["NOTIFY_PUBLIC_API_URL"] == "https://notify.example.com"
-    assert env["OPERATOR_NAMESPACES"] == "" and env["OPERATOR_MIRROR_NAMESPACE"] == NAMESPACE
+    assert env["OPERATOR_NAMESPACES"] == NAMESPACE and env["OPERATOR_MIRROR_NAMESPACE"] == NAMESPACE
     assert env["OPERATOR_HTTP_PORT"] == "8080" and env["OPERATOR_SYNC_INTERVAL_SECONDS"] == "60"
     api_env = env_of(next(containers(named(objects, "Deployment", "rel-notify-api"))))
     assert env["NOTIFY_ADMIN_TOKEN"] == api_env["NOTIFY_ADMIN_TOKEN"]  # the same Secret and key as the API's
@@ -69,37 +87,61 @@ def test_one_recreate_replica_with_its_settings() -> None:
     assert named(objects, "ServiceAccount", OPERATOR)["automountServiceAccountToken"] is True
 
 
-def test_cluster_wide_rbac_is_exactly_what_it_calls() -> None:
+def test_by_default_it_watches_the_release_namespace_and_nothing_is_cluster_wide() -> None:
     objects = enabled()
+    assert not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding")
+    assert roles(objects) == {(NAMESPACE, OPERATOR): NAMESPACED_RULES, (NAMESPACE, f"{OPERATOR}-mirror"): MIRROR_RULES}
+    for binding in by_kind(objects, "RoleBinding"):
+        assert binding["metadata"]["namespace"] == NAMESPACE
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": OPERATOR, "namespace": NAMESPACE}]
+    # ...and the operator watches exactly where its Roles are.
+    assert operator_settings(objects).watched_namespaces == (NAMESPACE,)
+
+
+def test_cluster_wide_only_when_asked_for_and_exactly_what_it_calls() -> None:
+    objects = enabled("operator.watchNamespaces={*}")
     role = named(objects, "ClusterRole", f"{OPERATOR}-{NAMESPACE}")
     assert role["rules"] == NAMESPACED_RULES
     binding = named(objects, "ClusterRoleBinding", f"{OPERATOR}-{NAMESPACE}")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": OPERATOR, "namespace": NAMESPACE}]
-    mirror = named(objects, "Role", f"{OPERATOR}-mirror")
-    assert mirror["metadata"]["namespace"] == NAMESPACE and mirror["rules"] == MIRROR_RULES
-    assert [r["metadata"]["name"] for r in by_kind(objects, "Role")] == [f"{OPERATOR}-mirror"]
+    assert roles(objects) == {(NAMESPACE, f"{OPERATOR}-mirror"): MIRROR_RULES}
+    assert operator_env(objects)["OPERATOR_NAMESPACES"] == "*"
+    assert operator_settings(objects).watched_namespaces == ()  # kopf's clusterwide
+    message = render_fails(DEV, ("operator.enabled=true", "operator.watchNamespaces={*,erp}"))
+    assert '"*" (every namespace) stands alone' in message
+    # The production example chooses it in so many words.
+    production = render((str(PRODUCTION_VALUES),))
+    assert named(production, "ClusterRole", f"{OPERATOR}-{NAMESPACE}")["rules"] == NAMESPACED_RULES
+
+
+def test_secrets_are_read_by_name_never_listed_or_watched() -> None:
+    for objects in (enabled(), enabled("operator.watchNamespaces={*}")):
+        for rbac in [*by_kind(objects, "Role"), *by_kind(objects, "ClusterRole")]:
+            for rule in rbac["rules"]:
+                if "secrets" in rule["resources"]:
+                    assert set(rule["verbs"]) == {"get", "create", "patch"}, rbac["metadata"]["name"]
 
 
 def test_watched_namespaces_get_roles_and_nothing_cluster_wide() -> None:
     objects = enabled("operator.watchNamespaces={erp,shop}", "operator.mirrorNamespace=sites")
     assert not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding")
-    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r["rules"] for r in by_kind(objects, "Role")}
-    assert roles == {
+    assert roles(objects) == {
         ("erp", OPERATOR): NAMESPACED_RULES,
         ("shop", OPERATOR): NAMESPACED_RULES,
         ("sites", OPERATOR): NAMESPACED_RULES,  # the operator watches the mirror namespace too
         ("sites", f"{OPERATOR}-mirror"): MIRROR_RULES,
     }
     bindings = {(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in by_kind(objects, "RoleBinding")}
-    assert bindings == set(roles)
-    env = env_of(next(containers(named(objects, "Deployment", OPERATOR))))
+    assert bindings == set(roles(objects))
+    env = operator_env(objects)
     assert env["OPERATOR_NAMESPACES"] == "erp,shop" and env["OPERATOR_MIRROR_NAMESPACE"] == "sites"
+    assert operator_settings(objects).watched_namespaces == ("erp", "shop", "sites")
 
 
 def test_mirroring_can_be_turned_off() -> None:
     objects = enabled("operator.mirrorNamespace=-")
-    assert env_of(next(containers(named(objects, "Deployment", OPERATOR))))["OPERATOR_MIRROR_NAMESPACE"] == ""
-    assert by_kind(operator_objects(objects), "Role") == []
+    assert operator_env(objects)["OPERATOR_MIRROR_NAMESPACE"] == ""
+    assert roles(objects) == {(NAMESPACE, OPERATOR): NAMESPACED_RULES}  # no mirror Role: it creates no FrappeSite
 
 
 def crd(objects: list[dict[str, Any]]) -> dict[str, Any]:

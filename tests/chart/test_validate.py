@@ -16,6 +16,7 @@ import yaml
 
 from tests.chart.conftest import (
     CHART,
+    DEV,
     KUBE_VERSION,
     KUBECONFORM,
     PRODUCTION_VALUES,
@@ -32,7 +33,7 @@ from tests.chart.conftest import (
 KEDA_KINDS = ("ScaledObject", "TriggerAuthentication")
 
 
-@pytest.mark.parametrize("values", [(), (str(PRODUCTION_VALUES),)], ids=["default", "production"])
+@pytest.mark.parametrize("values", [DEV, (str(PRODUCTION_VALUES),)], ids=["dev", "production"])
 def test_helm_lint_strict(values: tuple[str, ...]) -> None:
     args = ["lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION]
     for path in values:
@@ -153,7 +154,7 @@ def test_kubeconform_strict(name: str, kubeconform_schemas: Path, tmp_path: Path
 
 def test_kubeconform_rejects_a_bad_object(kubeconform_schemas: Path, tmp_path: Path) -> None:
     """The set-up above really validates: a misspelled field in a Deployment and a number as KEDA metadata fail."""
-    objects = render()
+    objects = render(DEV)
     deployment = next(o for o in objects if o["kind"] == "Deployment")
     deployment["spec"]["replica"] = 2
     scaled = next(o for o in objects if o["kind"] == "ScaledObject")

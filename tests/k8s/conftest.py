@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CONTROL_PLANE = ROOT / "tools" / "k8s" / "control-plane.sh"
 BUILD = ROOT / "tools" / "k8s" / "build.sh"
 CHART = ROOT / "charts" / "notify"
+# The defaults with the sandbox providers on (the bare defaults ask for the real providers' Secrets).
+DEV_VALUES = CHART / "ci" / "dev-values.yaml"
 KEDA_CRDS = ROOT.parent / "shared" / "k8s-schemas"
 OUR_CRDS = ROOT / "tests" / "chart" / "crds"
 BUILD_TIMEOUT = 3600  # a cold build of the toolchain takes about 7.5 min on 2 cores

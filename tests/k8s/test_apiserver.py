@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.k8s.conftest import CHART, ROOT, Cluster
+from tests.k8s.conftest import CHART, DEV_VALUES, ROOT, Cluster
 
 PRODUCTION_VALUES = CHART / "ci" / "production-values.yaml"
 FRAPPESITES_CRD = "customresourcedefinition/frappesites.notify.dev"
@@ -128,7 +128,7 @@ def kinds(objects: list[dict[str, Any]]) -> dict[str, list[str]]:
 
 @pytest.fixture(scope="session")
 def default_release(cluster: Cluster) -> Iterator[str]:
-    install(cluster, "dev")
+    install(cluster, "dev", "--values", str(DEV_VALUES))
     yield "dev"
     cluster.helm("uninstall", "dev", "--ignore-not-found", check=False)
 
@@ -170,9 +170,17 @@ def test_the_server_is_the_pinned_kubernetes(cluster: Cluster) -> None:
     assert pinned and version == pinned.group(1)
 
 
-def test_default_values_are_all_stored(cluster: Cluster, default_release: str) -> None:
+def test_a_plain_install_is_refused_until_the_providers_or_the_sandbox_are_chosen(cluster: Cluster) -> None:
+    result = cluster.helm("install", "plain", str(CHART), "--no-hooks", "--timeout", "60s", check=False)
+    assert result.returncode != 0
+    assert "email.sendgrid.existingSecret" in result.stderr and "sandbox.enabled=true" in result.stderr
+    assert "plain" not in cluster.helm("list", "--all", "--short").stdout.split()
+
+
+def test_dev_values_are_all_stored(cluster: Cluster, default_release: str) -> None:
     objects = assert_release_stored(cluster, default_release)
     found = kinds(objects)
+    assert "dev-notify-sandbox" in found["Deployment"]
     assert {"Deployment", "StatefulSet", "Service", "NetworkPolicy", "Secret", "ConfigMap"} <= found.keys()
     assert sorted(found["ScaledObject"]) == ["dev-notify-email", "dev-notify-whatsapp"]
     assert "TriggerAuthentication" not in found  # embedded Kafka: no SASL/TLS

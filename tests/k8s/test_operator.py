@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.conftest import ADMIN_HEADERS, ADMIN_TOKEN, EMAIL, free_port, register
-from tests.k8s.conftest import CHART, ROOT, Cluster
+from tests.k8s.conftest import CHART, DEV_VALUES, ROOT, Cluster
 from tests.processes import LOG_DIR, Deployable, metric
 
 EXAMPLE = ROOT / "examples" / "frappesite.yaml"
@@ -82,15 +82,36 @@ def wait_for(what: str, check: Callable[[], Any], timeout_s: float = WAIT_S) -> 
         time.sleep(0.2)
 
 
-def operator_objects(k8s: Cluster, release_ns: str, watched: list[str], mirror_ns: str) -> list[dict[str, Any]]:
+def render_operator(k8s: Cluster, release_ns: str, *sets: str) -> list[dict[str, Any]]:
+    """Every object the chart renders with the operator on: the sandbox values, plus `sets` (`--set-json`)."""
     rendered = k8s.run(
-        "helm", "template", "notify", str(CHART), "--namespace", release_ns,
-        "--set", "operator.enabled=true",
-        "--set-json", f"operator.watchNamespaces={json.dumps(watched)}",
-        "--set", f"operator.mirrorNamespace={mirror_ns}",
+        "helm", "template", "notify", str(CHART), "--namespace", release_ns, "--values", str(DEV_VALUES),
+        "--set", "operator.enabled=true", *(arg for item in sets for arg in ("--set-json", item)),
     ).stdout  # fmt: skip
-    docs = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] in OPERATOR_KINDS]
+    return [d for d in yaml.safe_load_all(rendered) if d]
+
+
+def operator_objects(rendered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    docs = [d for d in rendered if d["kind"] in OPERATOR_KINDS]
     return [d for d in docs if d["kind"] == "CustomResourceDefinition" or "operator" in d["metadata"]["name"]]
+
+
+def rendered_env(rendered: list[dict[str, Any]], name: str) -> str:
+    """A plain variable of the operator's Deployment as the chart sets it."""
+    deployment = next(d for d in rendered if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("operator"))
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    return str(next(e["value"] for e in env if e["name"] == name))
+
+
+def apply_rbac(k8s: Cluster, objects: list[dict[str, Any]], release_ns: str) -> str:
+    """Apply the operator's objects; return a token of its ServiceAccount."""
+    for obj in objects:  # helm template leaves the release namespace out of namespaced objects
+        if obj["kind"] in ("ServiceAccount", "Role", "RoleBinding"):
+            obj["metadata"].setdefault("namespace", release_ns)
+    k8s.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=yaml.safe_dump_all(objects))
+    k8s.kubectl("wait", "--for", "condition=Established", "--timeout=60s", "crd/frappesites.notify.dev")
+    account = next(o["metadata"]["name"] for o in objects if o["kind"] == "ServiceAccount")
+    return k8s.kubectl("create", "token", account, "-n", release_ns, "--duration", "2h").stdout.strip()
 
 
 def token_kubeconfig(k8s: Cluster, token: str, path: Path) -> str:
@@ -114,16 +135,15 @@ def operator(cluster: Cluster, api_url: str, tmp_path_factory: pytest.TempPathFa
     release_ns, sites_ns, other_ns, mirror_ns = (f"{p}-{run}" for p in ("notify", "erp", "erp2", "mirror"))
     for ns in (release_ns, sites_ns, other_ns, mirror_ns):
         cluster.kubectl("create", "namespace", ns)
-    objects = operator_objects(cluster, release_ns, [sites_ns, other_ns], mirror_ns)
+    rendered = render_operator(
+        cluster,
+        release_ns,
+        f"operator.watchNamespaces={json.dumps([sites_ns, other_ns])}",
+        f"operator.mirrorNamespace={json.dumps(mirror_ns)}",
+    )
+    objects = operator_objects(rendered)
     assert {o["kind"] for o in objects} == OPERATOR_KINDS
-    for obj in objects:  # helm template leaves the release namespace out of namespaced objects
-        if obj["kind"] in ("ServiceAccount", "Role", "RoleBinding"):
-            obj["metadata"].setdefault("namespace", release_ns)
-    manifest = yaml.safe_dump_all(objects)
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=manifest)
-    cluster.kubectl("wait", "--for", "condition=Established", "--timeout=60s", "crd/frappesites.notify.dev")
-    account = next(o["metadata"]["name"] for o in objects if o["kind"] == "ServiceAccount")
-    token = cluster.kubectl("create", "token", account, "-n", release_ns, "--duration", "2h").stdout.strip()
+    token = apply_rbac(cluster, objects, release_ns)
     kubeconfig = token_kubeconfig(cluster, token, tmp_path_factory.mktemp("operator") / "kubeconfig")
     port = free_port()
     log_start = (LOG_DIR / "operator.log").stat().st_size if (LOG_DIR / "operator.log").exists() else 0
@@ -132,8 +152,9 @@ def operator(cluster: Cluster, api_url: str, tmp_path_factory: pytest.TempPathFa
         "NOTIFY_API_URL": api_url,
         "NOTIFY_ADMIN_TOKEN": ADMIN_TOKEN,
         "NOTIFY_PUBLIC_API_URL": "https://notify.example.com",
-        "OPERATOR_NAMESPACES": f"{sites_ns},{other_ns}",
-        "OPERATOR_MIRROR_NAMESPACE": mirror_ns,
+        # as the chart sets them, so the operator watches exactly where the chart's Roles are
+        "OPERATOR_NAMESPACES": rendered_env(rendered, "OPERATOR_NAMESPACES"),
+        "OPERATOR_MIRROR_NAMESPACE": rendered_env(rendered, "OPERATOR_MIRROR_NAMESPACE"),
         "OPERATOR_SYNC_INTERVAL_SECONDS": "2",
         "OPERATOR_MIRROR_INTERVAL_SECONDS": "1",
         "OPERATOR_HTTP_PORT": str(port),
@@ -324,3 +345,31 @@ def test_deleting_deactivates_the_site_then_the_resource_goes(operator: Operator
     site = notify.get(f"/api/v1/admin/sites/{example_site_name(op)}", headers=ADMIN_HEADERS).json()
     assert site["status"] == "deactivated"
     assert send_with(notify, key).status_code in (401, 403)
+
+
+def test_with_the_default_values_its_token_reaches_the_release_namespace_only(cluster: Cluster, tmp_path: Path) -> None:
+    """Issue 14: the chart's default RBAC, judged by the real server: Secrets by name in the release namespace,
+    nothing in any other namespace, nothing cluster-wide."""
+    run = uuid.uuid4().hex[:6]
+    release_ns, elsewhere = f"notify-{run}", f"elsewhere-{run}"
+    for ns in (release_ns, elsewhere):
+        cluster.kubectl("create", "namespace", ns)
+    rendered = render_operator(cluster, release_ns)
+    assert not [d for d in rendered if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    assert rendered_env(rendered, "OPERATOR_NAMESPACES") == release_ns
+    token = apply_rbac(cluster, operator_objects(rendered), release_ns)
+    kubeconfig = token_kubeconfig(cluster, token, tmp_path / "kubeconfig")
+
+    def can(verb: str, resource: str, *where: str) -> bool:
+        asked = cluster.run("kubectl", "--kubeconfig", kubeconfig, "auth", "can-i", verb, resource, *where, check=False)
+        assert asked.stdout.strip() in ("yes", "no"), asked.stderr
+        return asked.stdout.strip() == "yes"
+
+    for verb in ("get", "create", "patch"):
+        assert can(verb, "secrets", "-n", release_ns), verb
+        assert not can(verb, "secrets", "-n", elsewhere), verb
+    assert not can("list", "secrets", "-n", release_ns) and not can("watch", "secrets", "-n", release_ns)
+    assert can("watch", "frappesites.notify.dev", "-n", release_ns)
+    assert not can("watch", "frappesites.notify.dev", "-n", elsewhere)
+    assert not can("list", "frappesites.notify.dev", "--all-namespaces")
+    assert not can("get", "secrets", "--all-namespaces")

@@ -8,9 +8,11 @@ import tempfile
 from pathlib import Path
 
 import kopf
+import pytest
 
 from functions.operator.kube import ssl_context
 from functions.operator.settings import OperatorSettings
+from lib.settings import ConfigError
 
 BASE = {"NOTIFY_ADMIN_TOKEN": "t"}
 
@@ -20,8 +22,17 @@ def test_the_mirror_namespace_is_watched_too_unless_everything_is() -> None:
     assert named.watched_namespaces == ("erp", "shop", "m")
     already = OperatorSettings.from_env({**BASE, "OPERATOR_NAMESPACES": "erp,m", "OPERATOR_MIRROR_NAMESPACE": "m"})
     assert already.watched_namespaces == ("erp", "m")
-    assert OperatorSettings.from_env({**BASE, "OPERATOR_MIRROR_NAMESPACE": "m"}).watched_namespaces == ()
+    everything = OperatorSettings.from_env({**BASE, "OPERATOR_NAMESPACES": "*", "OPERATOR_MIRROR_NAMESPACE": "m"})
+    assert everything.watched_namespaces == ()
     assert OperatorSettings.from_env({**BASE, "OPERATOR_NAMESPACES": "erp"}).watched_namespaces == ("erp",)
+
+
+@pytest.mark.parametrize("value", [None, "", " , ", "*,erp", "erp, *"])
+def test_watching_every_namespace_is_never_a_default(value: str | None) -> None:
+    # Cluster-wide (a ClusterRole that reads Secrets everywhere) only with OPERATOR_NAMESPACES=* and nothing else.
+    environ = BASE if value is None else {**BASE, "OPERATOR_NAMESPACES": value}
+    with pytest.raises(ConfigError, match="OPERATOR_NAMESPACES"):
+        OperatorSettings.from_env(environ)
 
 
 def test_a_client_key_given_as_data_is_loaded_and_not_left_on_disk(tmp_path: Path) -> None:

@@ -302,11 +302,15 @@ readinessProbe:
 {{- fail "email.consumerGroup and whatsapp.consumerGroup must differ" }}
 {{- end }}
 {{- if not .Values.sandbox.enabled }}
+{{- $missing := list }}
 {{- if and .Values.email.enabled (not .Values.email.sendgrid.existingSecret) }}
-{{- fail "email.sendgrid.existingSecret is required when sandbox.enabled is false (the SendGrid API key is never a plain value)" }}
+{{- $missing = append $missing "email.sendgrid.existingSecret (the SendGrid API key)" }}
 {{- end }}
 {{- if and .Values.whatsapp.enabled (not .Values.whatsapp.wasender.existingSecret) }}
-{{- fail "whatsapp.wasender.existingSecret is required when sandbox.enabled is false (the WASender API key is never a plain value)" }}
+{{- $missing = append $missing "whatsapp.wasender.existingSecret (the WASender API key)" }}
+{{- end }}
+{{- if $missing }}
+{{- fail (printf "sandbox.enabled is false (the default), so the workers deliver to the real providers: set %s, naming existing Secrets (a key is never a plain value), or turn a channel off (email.enabled / whatsapp.enabled=false); or, to deliver to the built-in fake providers (dev, CI, helm test), install with --values charts/notify/ci/dev-values.yaml or --set sandbox.enabled=true" (join " and " $missing)) }}
 {{- end }}
 {{- end }}
 {{- if eq .Values.kafka.mode "external" }}
@@ -328,6 +332,9 @@ readinessProbe:
 {{- if gt (int .Values.kafka.topics.replicationFactor) (int .Values.kafka.embedded.replicas) }}
 {{- fail "kafka.topics.replicationFactor cannot be above kafka.embedded.replicas" }}
 {{- end }}
+{{- end }}
+{{- if and (has "*" .Values.operator.watchNamespaces) (gt (len .Values.operator.watchNamespaces) 1) }}
+{{- fail "operator.watchNamespaces: \"*\" (every namespace) stands alone: either [\"*\"] or a list of namespaces" }}
 {{- end }}
 {{- if and (eq .Values.postgresql.mode "external") (not .Values.postgresql.external.existingSecret) }}
 {{- fail "postgresql.external.existingSecret is required when postgresql.mode is external (a Secret holding the DSN)" }}
@@ -400,12 +407,23 @@ readinessProbe:
 {{- if eq .Values.operator.mirrorNamespace "-" }}{{ else }}{{ .Values.operator.mirrorNamespace | default .Release.Namespace }}{{ end }}
 {{- end }}
 
-{{/* The namespaces the operator watches (and needs namespaced rights in): the listed ones plus the mirror
-     namespace (the operator adds it itself). Empty when it watches the whole cluster. JSON list. */}}
+{{/* Whether the operator watches every namespace: only when asked for with operator.watchNamespaces ["*"]. */}}
+{{- define "notify.operatorClusterWide" -}}
+{{- if has "*" .Values.operator.watchNamespaces }}true{{ end }}
+{{- end }}
+
+{{/* OPERATOR_NAMESPACES: "*", or the listed namespaces, or (empty list) the release namespace. */}}
+{{- define "notify.operatorWatchNamespaces" -}}
+{{- .Values.operator.watchNamespaces | default (list .Release.Namespace) | join "," }}
+{{- end }}
+
+{{/* The namespaces the operator watches (and needs namespaced rights in): the listed ones, else the release
+     namespace, plus the mirror namespace (the operator adds it itself). Empty when it watches the whole cluster.
+     JSON list. */}}
 {{- define "notify.operatorNamespaces" -}}
 {{- $namespaces := list }}
-{{- if .Values.operator.watchNamespaces }}
-{{- $namespaces = .Values.operator.watchNamespaces }}
+{{- if not (include "notify.operatorClusterWide" .) }}
+{{- $namespaces = .Values.operator.watchNamespaces | default (list .Release.Namespace) }}
 {{- $mirror := include "notify.operatorMirrorNamespace" . }}
 {{- if and $mirror (not (has $mirror $namespaces)) }}
 {{- $namespaces = append $namespaces $mirror }}
@@ -415,8 +433,13 @@ readinessProbe:
 {{- end }}
 
 {{/* Everything the operator calls in a namespace it watches, and nothing more: FrappeSites (kopf watches and
-     patches them: finalizer, progress annotations, status), the Secrets holding the keys (read, create, merge
-     patch), and events on the FrappeSites. */}}
+     patches them: finalizer, progress annotations, status), the Secrets holding the keys, and events on the
+     FrappeSites.
+     Secrets: `get` one by name (is it ours? does it hold the key?), `create` it, merge-`patch` it when it exists (a rotation, a lost key);
+     never list or watch, so the operator cannot enumerate a namespace's Secrets. RBAC cannot narrow these by
+     name: `create` never takes resourceNames, and the names are each FrappeSite's spec.secretName (default
+     <name>-notify), known only when the FrappeSite is applied. So within a watched namespace the operator can
+     read any Secret whose name it knows: watch namespaces that hold FrappeSites, not the whole cluster. */}}
 {{- define "notify.operatorNamespacedRules" -}}
 - apiGroups: ["notify.dev"]
   resources: ["frappesites"]
