@@ -20,8 +20,8 @@ from confluent_kafka import Producer
 
 from bench.common import Child, Report, fresh_database, fresh_topics, verdict
 from bench.tools import AttackResult, Target, attack
-from lib.kafka import producer_config
-from lib.settings import KafkaSettings
+from lib.adapters.kafka import producer_config
+from lib.common.settings import KafkaSettings
 from tests.conftest import free_port
 
 ADMIN = "bench-admin-token"

@@ -27,9 +27,10 @@ from starlette.routing import Route
 from functions.api import app as api_module
 from functions.api.__main__ import server_options
 from functions.api.settings import ApiSettings
-from lib import db
-from lib.auth import SiteIdentity
-from lib.settings import DatabaseSettings, Env
+from lib.adapters import db
+from lib.common.settings import DatabaseSettings, Env
+from lib.domain.vocabulary import CHANNELS, SiteStatus
+from lib.services.auth import SiteIdentity
 
 
 async def hello(_request: Request) -> Response:
@@ -74,7 +75,7 @@ class BypassedAuth:
 
     def __init__(self, *_args: Any, **_kwargs: Any) -> None:
         self.sites = {
-            key: SiteIdentity(uuid.UUID(site_id), "bench", "active", ("email", "whatsapp"), None)
+            key: SiteIdentity(uuid.UUID(site_id), "bench", SiteStatus.ACTIVE, CHANNELS, None)
             for key, site_id in json.loads(os.environ["BENCH_SITES"]).items()
         }
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from lib.kafka import drop_topics, ensure_topics
-from lib.migrate import migrate
-from lib.settings import KafkaSettings
+from lib.adapters.kafka import drop_topics, ensure_topics
+from lib.adapters.migrate import migrate
+from lib.common.settings import KafkaSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_DSN = os.environ.get("NOTIFY_BENCH_PG", "postgresql://notify:notify@127.0.0.1:55432/notify")

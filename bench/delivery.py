@@ -16,7 +16,7 @@ import psycopg
 from bench.api import ADMIN, BODY
 from bench.common import Child, Report, fresh_database, fresh_topics, verdict
 from bench.tools import Target, attack
-from lib.providers import HttpClients
+from lib.adapters.providers import HttpClients
 from tests.conftest import free_port
 
 CONCURRENCY = 64
@@ -34,7 +34,7 @@ def _raw_fake(url: str, concurrency: int, seconds: float) -> float:
 
     async def run() -> int:
         done = 0
-        # The same client set-up as the workers (see lib.providers.HttpClients: one big httpx pool is slow).
+        # The same client set-up as the workers (see lib.adapters.providers.HttpClients: one big httpx pool is slow).
         client = HttpClients(timeout_s=30, max_connections=concurrency)
         try:
             deadline = time.perf_counter() + seconds

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lib.errors import NotifyError
-from lib.kafka import ensure_topics
-from lib.migrate import migrate
-from lib.settings import ConfigError, DatabaseSettings, Env, KafkaSettings
+from lib.adapters.kafka import ensure_topics
+from lib.adapters.migrate import migrate
+from lib.common.settings import ConfigError, DatabaseSettings, Env, KafkaSettings
+from lib.domain.errors import NotifyError
+from lib.domain.vocabulary import CHANNELS
 
 
 def _migrate(_args: argparse.Namespace) -> int:
@@ -26,8 +27,9 @@ def _create_topics(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     import asyncio
 
-    from lib import db, replay
-    from lib.kafka import Publisher
+    from lib.adapters import db
+    from lib.adapters.kafka import Publisher
+    from lib.services import replay
 
     which = replay.parse_replay_filter(
         {"message_id": args.message_id, "site_name": args.site, "since": args.since, "channel": args.channel}
@@ -62,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--message-id")
     again.add_argument("--site", help="every FAILED message of this site (site_name)")
     again.add_argument("--since", help="FAILED since this ISO 8601 timestamp (with zone)")
-    again.add_argument("--channel", choices=["email", "whatsapp"])
+    again.add_argument("--channel", choices=list(CHANNELS))
     again.set_defaults(run=_replay)
     return parser
 

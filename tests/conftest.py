@@ -22,9 +22,9 @@ import uvicorn
 
 from functions.api.app import create_app
 from functions.api.settings import ApiSettings
-from lib.kafka import drop_topics, ensure_topics
-from lib.migrate import migrate
-from lib.settings import KafkaSettings
+from lib.adapters.kafka import drop_topics, ensure_topics
+from lib.adapters.migrate import migrate
+from lib.common.settings import KafkaSettings
 
 PG_ADMIN_DSN = os.environ.get("NOTIFY_TEST_PG", "postgresql://notify:notify@127.0.0.1:55432/notify")
 KAFKA_BOOTSTRAP = os.environ.get("NOTIFY_TEST_KAFKA", "127.0.0.1:9092")

@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from functions.api.app import create_app
-from lib.settings import KafkaSettings
+from lib.common.settings import KafkaSettings
 from tests.conftest import EMAIL, WHATSAPP, ServerThread, api_settings_for, key_headers, register
 
 

@@ -35,6 +35,37 @@ def test_deployables_import_lib_never_each_other() -> None:
         assert not {m for m in imported_modules(path) if m.startswith("functions")}, path
 
 
+# Each layer of lib/ and what it may import of notify (besides itself).
+LAYERS = {
+    "common": set(),
+    "domain": {"lib.common"},
+    "adapters": {"lib.common", "lib.domain"},
+    "services": {"lib.common", "lib.domain", "lib.adapters"},
+    "delivery": {"lib.common", "lib.domain", "lib.adapters"},
+}
+# The API side and the worker side never import each other.
+SIDES = {"api": "lib.delivery", "email": "lib.services", "whatsapp": "lib.services"}
+
+
+def notify_imports(path: Path) -> set[str]:
+    return {m for m in imported_modules(path) if m == "lib" or m.startswith(("lib.", "functions."))}
+
+
+def test_lib_is_in_layers_that_import_only_downwards() -> None:
+    assert {p.name for p in (ROOT / "lib").iterdir() if p.is_dir() and p.name != "__pycache__"} == set(LAYERS)
+    for layer, allowed in LAYERS.items():
+        for path in (ROOT / "lib" / layer).rglob("*.py"):
+            wrong = {m for m in notify_imports(path) if not m.startswith((f"lib.{layer}", *allowed)) or m == "lib"}
+            assert not wrong, f"{path.relative_to(ROOT)} ({layer}) imports {sorted(wrong)}"
+
+
+def test_the_api_side_and_the_worker_side_never_import_each_other() -> None:
+    for deployable, forbidden in SIDES.items():
+        for path in (ROOT / "functions" / deployable).rglob("*.py"):
+            wrong = {m for m in notify_imports(path) if m.startswith(forbidden)}
+            assert not wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}"
+
+
 def test_every_setting_is_in_the_readme_table() -> None:
     read = {
         m for p in [*ROOT.glob("lib/**/*.py"), *ROOT.glob("functions/**/*.py")] for m in ENV_READ.findall(p.read_text())

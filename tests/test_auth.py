@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from lib import db, keys, sites
-from lib.auth import AUTH_BCRYPT, AUTH_CACHE, AUTH_FAILURES, AdminGate, Authenticator
-from lib.errors import Forbidden, TooManyRequests, Unauthorized
-from lib.settings import DatabaseSettings, Secret
+from lib.adapters import db
+from lib.common.settings import DatabaseSettings, Secret
+from lib.domain import keys
+from lib.domain.errors import Forbidden, TooManyRequests, Unauthorized
+from lib.services import sites
+from lib.services.auth import AUTH_BCRYPT, AUTH_CACHE, AUTH_FAILURES, AdminGate, Authenticator
 
 pytestmark = pytest.mark.anyio
 
@@ -242,7 +244,7 @@ async def test_failures_are_counted_by_reason_and_logged_without_the_secret(
     auth = Authenticator(pool, clock=Clock())
     wrong = wrong_secrets(site, 1)[0]
     counted = {r: AUTH_FAILURES.labels(r)._value.get() for r in ("wrong_secret", "unknown_key_id", "malformed")}
-    with caplog.at_level("WARNING", logger="lib.auth"):
+    with caplog.at_level("WARNING", logger="lib.services.auth"):
         await fail(auth, wrong, "203.0.113.9")
     await fail(auth, keys.issue_key(rounds=4).plain, "203.0.113.9")
     await fail(auth, "nfy_not-a-key", "203.0.113.9")

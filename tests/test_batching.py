@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from lib.batching import Batcher
+from lib.common.batching import Batcher
 
 
 def test_callers_of_one_loop_turn_share_one_batch() -> None:

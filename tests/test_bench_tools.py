@@ -6,8 +6,8 @@ import json
 
 from bench.neighbours import BULK_ITEMS, _bulk_body, _lookup_id, _made_up_keys, _oversized_body, _wrong_secret_keys
 from bench.tools import _Sample, _summary
-from lib.keys import parse_key
-from lib.validation import LIMITS
+from lib.domain.keys import parse_key
+from lib.domain.validation import LIMITS
 
 MS = 1_000_000  # nanoseconds
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import psycopg
 
-from lib.migrate import available_migrations, migrate
+from lib.adapters.migrate import available_migrations, migrate
+from lib.domain.vocabulary import SQL_TYPES
 from tests.conftest import create_database, drop_database
 
 METRICS_FROM_LOG = """
@@ -94,3 +95,16 @@ def test_daily_metrics_equal_the_log_after_a_concurrent_burst(pg_dsn: str) -> No
     assert len(from_log) >= 2  # several (site, day, channel) groups were written
     assert table == from_log
     assert any(r[6] for r in table) and any(r[7] for r in table)  # statuses really moved
+
+
+def test_the_vocabulary_mirrors_the_sql_enums(pg_dsn: str) -> None:
+    """Channel, MessageStatus and SiteStatus name exactly the labels of their PostgreSQL ENUMs, in order."""
+    with psycopg.connect(pg_dsn) as conn:
+        rows = conn.execute(
+            "SELECT t.typname, e.enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid"
+            " ORDER BY t.typname, e.enumsortorder"
+        ).fetchall()
+    in_sql: dict[str, list[str]] = {}
+    for type_name, label in rows:
+        in_sql.setdefault(type_name, []).append(label)
+    assert in_sql == {name: [m.value for m in enum] for name, enum in SQL_TYPES.items()}

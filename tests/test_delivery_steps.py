@@ -13,10 +13,10 @@ import httpx
 import psycopg
 import pytest
 
-from lib import db
-from lib.delivery import DeliveryContext, DeliveryStore, ProviderTurn, handle
-from lib.records import NotificationRecord
-from lib.settings import DatabaseSettings, Secret
+from lib.adapters import db
+from lib.common.settings import DatabaseSettings, Secret
+from lib.delivery.pipeline import DeliveryContext, DeliveryStore, ProviderTurn, handle
+from lib.domain.notification import NotificationRecord, OutgoingMessage
 from tests.conftest import EMAIL, key_headers, register
 
 pytestmark = pytest.mark.anyio
@@ -80,3 +80,45 @@ async def test_provider_turns_bound_calls_and_free_the_slot_when_the_provider_an
     for _ in range(2):
         await asyncio.wait_for(slots.acquire(), 0.1)  # every slot is back...
     assert slots.locked()  # ...and none was given back twice
+
+
+class RecordingProvider:
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.sent: list[OutgoingMessage] = []
+
+    async def send(self, message: OutgoingMessage) -> str:
+        self.sent.append(message)
+        return "provider-id-1"
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_worker_delivers_the_row_and_reads_only_the_id_from_the_record(api_url: str, pg_dsn: str) -> None:
+    """The rule written in lib.domain.notification: the record names a message; the row says what it is."""
+    with httpx.Client(base_url=api_url, timeout=30) as client:
+        site = register(client)
+        sent = client.post("/api/v1/notifications/send", json=EMAIL, headers=key_headers(site)).json()
+    with psycopg.connect(pg_dsn, row_factory=psycopg.rows.dict_row) as conn:
+        row = conn.execute("SELECT * FROM message_logs WHERE id = %s", (sent["message_id"],)).fetchone()
+    assert row is not None
+    stale = NotificationRecord.from_row({**row, "recipient": "someone@else.example", "body": "a stale copy"})
+    pool = db.create_pool(DatabaseSettings(url=Secret(pg_dsn)), name="row-test")
+    await pool.open()
+    try:
+        provider = RecordingProvider()
+        ctx = DeliveryContext(
+            "email",
+            DeliveryStore(pool, "worker-under-test", lease_s=60),
+            provider=provider,
+            dead_letters=None,  # type: ignore[arg-type]
+            dlq_topic="unused",
+        )
+        await asyncio.wait_for(handle(stale.to_bytes(), stale.key(), ctx), 20)
+    finally:
+        await pool.close()
+    assert [(m.message_id, m.recipient, m.body) for m in provider.sent] == [
+        (str(row["id"]), row["recipient"], row["body"])
+    ]

@@ -17,14 +17,15 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from starlette.requests import Request
 
 from functions.api.app import create_app
-from lib import db, sites
-from lib.auth import SiteIdentity
-from lib.errors import NotifyError
-from lib.http import read_json
-from lib.kafka import Publisher, drop_topics, sized_for_topics
-from lib.messages import Accepted, Acceptor
-from lib.settings import DatabaseSettings, KafkaSettings, Secret
-from lib.validation import parse_notification
+from lib.adapters import db
+from lib.adapters.http import read_json
+from lib.adapters.kafka import Publisher, drop_topics, sized_for_topics
+from lib.common.settings import DatabaseSettings, KafkaSettings, Secret
+from lib.domain.errors import NotifyError
+from lib.domain.validation import parse_notification
+from lib.services import sites
+from lib.services.accepting import Accepted, Acceptor
+from lib.services.auth import SiteIdentity
 from tests.conftest import ADMIN_HEADERS, EMAIL, ServerThread, api_settings_for, key_headers, register
 
 SMALL_TOPIC_BYTES = 20_000

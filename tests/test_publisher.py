@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from lib.kafka import Publisher
-from lib.settings import KafkaSettings
+from lib.adapters.kafka import Publisher
+from lib.common.settings import KafkaSettings
 
 
 def test_reports_are_served_by_the_loop_without_a_thread_of_their_own(kafka_settings: KafkaSettings) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from lib.providers import error_for_response, error_for_transport, parse_retry_after
-from lib.ratelimit import TokenBucket
-from lib.resilience import CircuitBreaker, CircuitState, RetryPolicy
-from lib.worker import OffsetTracker
+from lib.adapters.providers import error_for_response, error_for_transport, parse_retry_after
+from lib.common.ratelimit import TokenBucket
+from lib.common.resilience import CircuitBreaker, CircuitState, RetryPolicy
+from lib.delivery.worker import OffsetTracker
 
 
 class Clock:
@@ -103,7 +103,7 @@ def test_provider_errors_are_classified() -> None:
 
 
 def test_a_record_survives_the_wire() -> None:
-    from lib.records import NotificationRecord
+    from lib.domain.notification import NotificationRecord
 
     record = NotificationRecord(
         "8d7e6f1a-1b2c-4d3e-8f9a-0b1c2d3e4f5a",

@@ -19,10 +19,10 @@ from sendgrid.helpers.mail import CustomArg, Mail
 
 from functions.sandbox.app import build_app
 from functions.sandbox.settings import SandboxSettings
-from lib.providers import OutgoingMessage
-from lib.providers.sendgrid import SendGridProvider, SendGridSettings
-from lib.providers.wasender import WASenderProvider, WASenderSettings
-from lib.settings import Secret
+from lib.adapters.providers.sendgrid import SendGridProvider, SendGridSettings
+from lib.adapters.providers.wasender import WASenderProvider, WASenderSettings
+from lib.common.settings import Secret
+from lib.domain.notification import OutgoingMessage
 
 SENDGRID_KEY = "SG.sandbox-test-key"
 WASENDER_KEY = "wasender-test-key"

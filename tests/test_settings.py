@@ -6,7 +6,7 @@ import pytest
 
 from functions.api.settings import ApiSettings
 from functions.email.settings import EmailWorkerSettings
-from lib.settings import ConfigError, Env
+from lib.common.settings import ConfigError, Env
 
 
 def test_values_are_typed_and_bounded() -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from lib.errors import ValidationFailed
-from lib.validation import NotificationRequest, parse_notification, strict_int
+from lib.domain.errors import ValidationFailed
+from lib.domain.notification import NotificationRequest
+from lib.domain.validation import parse_notification, strict_int
+from lib.domain.vocabulary import Channel
 
 
 def problems(data: object) -> set[tuple[str, str]]:
@@ -26,7 +28,7 @@ def test_valid_email_and_whatsapp() -> None:
         }
     )
     assert email == NotificationRequest(
-        "email", "a.b+c@mail.example.org", "B", "S", "<p>B</p>", {"doctype": "Sales Invoice"}
+        Channel.EMAIL, "a.b+c@mail.example.org", "B", "S", "<p>B</p>", {"doctype": "Sales Invoice"}
     )
     assert parse_notification({"channel": "whatsapp", "recipient": "+919876543210", "body": "x"}).subject is None
 

@@ -8,7 +8,7 @@ import uvicorn
 
 from functions.api.app import create_app
 from functions.api.settings import ApiSettings
-from lib.logs import configure_logging
+from lib.common.logs import configure_logging
 
 
 def server_options(settings: ApiSettings) -> dict[str, Any]:

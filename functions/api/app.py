@@ -22,14 +22,16 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from functions.api.openapi import openapi_document
 from functions.api.settings import ApiSettings
-from lib import db, messages, replay, site_metrics, sites
-from lib.auth import AdminGate, Authenticator, SiteIdentity
-from lib.errors import NotifyError, Unavailable
-from lib.http import EXCEPTION_HANDLERS, RequestMetrics, healthz, metrics_endpoint, read_json
-from lib.kafka import Publisher, sized_for_topics, topic_max_message_bytes
-from lib.logs import tune_gc
-from lib.quota import BulkSlots, KeyRotations, SiteQuotas
-from lib.validation import check_idempotency_key, parse_notification
+from lib.adapters import db
+from lib.adapters.http import EXCEPTION_HANDLERS, RequestMetrics, healthz, metrics_endpoint, read_json
+from lib.adapters.kafka import Publisher, sized_for_topics, topic_max_message_bytes
+from lib.common.logs import tune_gc
+from lib.domain.errors import NotifyError, Unavailable
+from lib.domain.validation import check_idempotency_key, parse_notification
+from lib.services import accepting, reading, replay, site_metrics, sites
+from lib.services.auth import AdminGate, Authenticator, SiteIdentity
+from lib.services.quota import BulkSlots, KeyRotations, SiteQuotas
+from lib.services.sweeper import sweep_stuck_pending
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ class Services:
     publisher: Publisher
     auth: Authenticator
     admin: AdminGate
-    acceptor: messages.Acceptor
+    acceptor: accepting.Acceptor
     quotas: SiteQuotas
     rotations: KeyRotations
     bulk_slots: BulkSlots
@@ -165,14 +167,14 @@ async def send_bulk(request: Request) -> Response:
 
 async def get_notification(request: Request) -> Response:
     site = await require_site(request)
-    message_id = messages.parse_message_id(request.path_params["message_id"])
-    return JSONResponse(await messages.get_message(services(request).pool, site, message_id))
+    message_id = reading.parse_message_id(request.path_params["message_id"])
+    return JSONResponse(await reading.get_message(services(request).pool, site, message_id))
 
 
 async def list_notifications(request: Request) -> Response:
     site = await require_site(request)
-    filters = messages.parse_list_filters(dict(request.query_params))
-    return JSONResponse(await messages.list_messages(services(request).pool, site, filters))
+    filters = reading.parse_list_filters(dict(request.query_params))
+    return JSONResponse(await reading.list_messages(services(request).pool, site, filters))
 
 
 async def site_daily_metrics(request: Request) -> Response:
@@ -229,17 +231,6 @@ ROUTES = [
 ]
 
 
-async def sweep_stuck_pending(svc: Services) -> None:
-    """Re-publish messages whose enqueue never completed (a crash between insert and publish)."""
-    after = svc.settings.stuck_pending_after_s
-    while True:
-        await asyncio.sleep(min(60.0, max(1.0, after / 2)))
-        try:
-            await messages.republish_stuck(svc.pool, svc.publisher, svc.settings.kafka, older_than_s=after)
-        except NotifyError as exc:
-            log.warning("stuck-pending sweep failed", extra={"error": exc.message})
-
-
 async def learn_topic_limit(settings: ApiSettings) -> int | None:
     """The topics' max.message.bytes, when the broker tells it at start-up; without it the producer's own limit
     (1,000,000 bytes, under Kafka's default 1,048,588) stands."""
@@ -275,12 +266,18 @@ def create_app(settings: ApiSettings) -> Starlette:
             failure_limit=settings.admin_failure_limit,
             failure_window_s=settings.auth_failure_window_s,
         )
-        acceptor = messages.Acceptor(pool, publisher, settings.kafka)
+        acceptor = accepting.Acceptor(pool, publisher, settings.kafka)
         rotations = KeyRotations(settings.key_rotations_per_hour)
         bulk_slots = BulkSlots(settings.bulk_concurrency_per_site)
         svc = Services(settings, pool, publisher, auth, admin, acceptor, SiteQuotas(), rotations, bulk_slots)
         app.state.services = svc
-        sweeper = asyncio.create_task(sweep_stuck_pending(svc)) if settings.stuck_pending_after_s > 0 else None
+        sweeper = (
+            asyncio.create_task(
+                sweep_stuck_pending(pool, publisher, settings.kafka, after_s=settings.stuck_pending_after_s)
+            )
+            if settings.stuck_pending_after_s > 0
+            else None
+        )
         tune_gc()
         try:
             yield

@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from lib.domain.vocabulary import CHANNELS, MESSAGE_STATUSES, SITE_STATUSES, MessageStatus
+
 ERROR_CODES = {
     400: ["invalid_json", "invalid_content_length", "bad_request"],
     401: ["missing_api_key", "invalid_api_key", "admin_token_required", "invalid_admin_token"],
@@ -59,7 +61,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["channel", "recipient", "body"],
         "additionalProperties": False,
         "properties": {
-            "channel": {"enum": ["email", "whatsapp"]},
+            "channel": {"enum": list(CHANNELS)},
             "recipient": {
                 "type": "string",
                 "maxLength": 320,
@@ -79,7 +81,7 @@ SCHEMAS: dict[str, Any] = {
     "Accepted": {
         "type": "object",
         "required": ["message_id", "status"],
-        "properties": {"message_id": {"type": "string", "format": "uuid"}, "status": {"const": "PENDING"}},
+        "properties": {"message_id": {"type": "string", "format": "uuid"}, "status": {"const": MessageStatus.PENDING}},
     },
     "BulkResult": {
         "type": "object",
@@ -96,10 +98,10 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "message_id": {"type": "string", "format": "uuid"},
-            "channel": {"enum": ["email", "whatsapp"]},
+            "channel": {"enum": list(CHANNELS)},
             "recipient": {"type": "string"},
             "subject": _NULLABLE_STR,
-            "status": {"enum": ["PENDING", "PROCESSING", "SENT", "FAILED", "DELIVERED", "BOUNCED", "READ"]},
+            "status": {"enum": list(MESSAGE_STATUSES)},
             "attempts": {"type": "integer"},
             "last_error": _NULLABLE_STR,
             "failure_code": _NULLABLE_STR,
@@ -117,8 +119,8 @@ SCHEMAS: dict[str, Any] = {
             "site_id": {"type": "string", "format": "uuid"},
             "site_name": {"type": "string"},
             "site_url": _NULLABLE_STR,
-            "status": {"enum": ["active", "suspended", "deactivated"]},
-            "enabled_channels": {"type": "array", "items": {"enum": ["email", "whatsapp"]}},
+            "status": {"enum": list(SITE_STATUSES)},
+            "enabled_channels": {"type": "array", "items": {"enum": list(CHANNELS)}},
             "rate_limit_per_minute": {"type": ["integer", "null"]},
             "key_created_at": _TIMESTAMP,
             "created_at": _TIMESTAMP,
@@ -160,7 +162,7 @@ SCHEMAS: dict[str, Any] = {
                     "type": "object",
                     "properties": {
                         "day": {"type": "string", "format": "date"},
-                        "channel": {"enum": ["email", "whatsapp"]},
+                        "channel": {"enum": list(CHANNELS)},
                         **{
                             k: {"type": "integer"}
                             for k in (
@@ -285,9 +287,9 @@ PATHS: dict[str, Any] = {
                             "type": "object",
                             "additionalProperties": False,
                             "properties": {
-                                "status": {"enum": ["active", "suspended", "deactivated"]},
+                                "status": {"enum": list(SITE_STATUSES)},
                                 "site_url": {"type": "string"},
-                                "enabled_channels": {"type": "array", "items": {"enum": ["email", "whatsapp"]}},
+                                "enabled_channels": {"type": "array", "items": {"enum": list(CHANNELS)}},
                                 "rate_limit_per_minute": {"type": ["integer", "null"], "minimum": 1},
                                 "managed_by": {
                                     "type": ["string", "null"],
@@ -334,7 +336,7 @@ PATHS: dict[str, Any] = {
                                 "message_id": {"type": "string", "format": "uuid"},
                                 "site_name": {"type": "string"},
                                 "since": {"type": "string", "format": "date-time"},
-                                "channel": {"enum": ["email", "whatsapp"]},
+                                "channel": {"enum": list(CHANNELS)},
                             },
                         }
                     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from lib.settings import DatabaseSettings, Env, KafkaSettings, Secret
+from lib.common.settings import DatabaseSettings, Env, KafkaSettings, Secret
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from functions.email.settings import EmailWorkerSettings
-from lib.providers.sendgrid import SendGridProvider
-from lib.worker import run
+from lib.adapters.providers.sendgrid import SendGridProvider
+from lib.delivery.worker import run
 
 
 def main() -> None:

@@ -17,8 +17,8 @@ from functions.operator.handlers import OperatorContext, build_registry, kopf_se
 from functions.operator.kube import GROUP, PLURAL, Kube
 from functions.operator.notify_client import NotifyAdmin
 from functions.operator.settings import OperatorSettings
-from lib.http import QuietServer, metrics_endpoint
-from lib.logs import configure_logging
+from lib.adapters.http import QuietServer, metrics_endpoint
+from lib.common.logs import configure_logging
 
 log = logging.getLogger("notify.operator")
 

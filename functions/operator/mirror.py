@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from functions.operator.kube import GROUP, VERSION, KubeError
 from functions.operator.reconcile import MIRRORED_LABEL
+from lib.domain.vocabulary import SiteStatus
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -27,7 +28,9 @@ class FrappeSites(Protocol):
 
 def needs_mirror(site: Mapping[str, Any], known_names: set[str]) -> bool:
     """Registered outside Kubernetes, still alive, and no FrappeSite anywhere names it."""
-    return site["managed_by"] is None and site["status"] != "deactivated" and site["site_name"] not in known_names
+    return (
+        site["managed_by"] is None and site["status"] != SiteStatus.DEACTIVATED and site["site_name"] not in known_names
+    )
 
 
 def resource_name(site_name: str, *, unique: bool = False) -> str:
@@ -43,7 +46,7 @@ def mirrored_frappesite(site: Mapping[str, Any], name: str) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "siteName": site["site_name"],
         "enabledChannels": sorted(site["enabled_channels"]),
-        "suspended": site["status"] == "suspended",
+        "suspended": site["status"] == SiteStatus.SUSPENDED,
     }
     if site.get("site_url"):
         spec["siteUrl"] = site["site_url"]

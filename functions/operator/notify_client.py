@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from lib.settings import Secret
+from lib.common.settings import Secret
 
 
 class NotifyUnavailable(Exception):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from functions.operator.notify_client import NotifyRejected, NotifyUnavailable
+from lib.domain.vocabulary import CHANNELS, SiteStatus
 
 ROTATE_ANNOTATION = "notify.dev/rotate-key"
 MIRRORED_LABEL = "notify.dev/mirrored"
@@ -64,7 +65,7 @@ class FrappeSiteView:
             uid=meta["uid"],
             site_name=spec["siteName"],
             site_url=spec.get("siteUrl"),
-            channels=tuple(sorted(set(spec.get("enabledChannels", ("email", "whatsapp"))))),
+            channels=tuple(sorted(set(spec.get("enabledChannels", CHANNELS)))),
             rate_limit_per_minute=spec.get("rateLimitPerMinute"),
             suspended=bool(spec.get("suspended", False)),
             secret_name=spec.get("secretName") or f"{meta['name']}-notify",
@@ -116,7 +117,7 @@ def secret_data(site: Mapping[str, Any], api_key: str, api_url: str) -> dict[str
 def wanted_changes(fs: FrappeSiteView, site: Mapping[str, Any]) -> dict[str, Any]:
     """The admin PATCH that makes the site match the spec (empty when it already does)."""
     wanted: dict[str, Any] = {
-        "status": "suspended" if fs.suspended else "active",
+        "status": SiteStatus.SUSPENDED if fs.suspended else SiteStatus.ACTIVE,
         "enabled_channels": list(fs.channels),
         "rate_limit_per_minute": fs.rate_limit_per_minute,
         "managed_by": fs.manager,
@@ -137,7 +138,7 @@ async def apply_spec(fs: FrappeSiteView, notify: NotifyApi, site: dict[str, Any]
 
 
 def settled(fs: FrappeSiteView, site: Mapping[str, Any], events: list[tuple[str, str]], *, secret: bool) -> Outcome:
-    suspended = site["status"] == "suspended"
+    suspended = site["status"] == SiteStatus.SUSPENDED
     return Outcome(
         phase="Suspended" if suspended else "Ready",
         reason="Suspended" if suspended else "Synced",
@@ -173,7 +174,7 @@ async def reconcile(fs: FrappeSiteView, notify: NotifyApi, secrets: SecretStore,
         if site is None:
             return await _register(fs, notify, secrets, api_url)
         if site["managed_by"] == fs.manager:
-            if site["status"] == "deactivated":
+            if site["status"] == SiteStatus.DEACTIVATED:
                 return failed(
                     "SiteDeactivated",
                     f"site {fs.site_name} was deactivated outside Kubernetes; delete and re-create this "
@@ -181,7 +182,7 @@ async def reconcile(fs: FrappeSiteView, notify: NotifyApi, secrets: SecretStore,
                     site,
                 )
             return await _owned(fs, notify, secrets, site, data, api_url)
-        if site["status"] == "deactivated":
+        if site["status"] == SiteStatus.DEACTIVATED:
             return await _take_over(fs, notify, secrets, site, api_url)
         return failed(
             "SiteNameConflict",
@@ -244,7 +245,7 @@ async def _take_over(
 
 
 async def _mirrored(fs: FrappeSiteView, notify: NotifyApi, site: dict[str, Any] | None) -> Outcome:
-    if site is None or site["status"] == "deactivated":
+    if site is None or site["status"] == SiteStatus.DEACTIVATED:
         gone = "deleted" if site is None else "deactivated"
         return failed("SiteGone", f"site {fs.site_name} was {gone} outside Kubernetes", site)
     if site["managed_by"] not in (None, fs.manager):
@@ -258,10 +259,10 @@ async def finalize(fs: FrappeSiteView, notify: NotifyApi) -> str:
     site = await notify.site(fs.site_name)
     if site is None or site["managed_by"] != fs.manager:
         return f"site {fs.site_name} is not managed by this FrappeSite: left as it is"
-    if site["status"] == "deactivated":
+    if site["status"] == SiteStatus.DEACTIVATED:
         return f"site {fs.site_name} was already deactivated"
     try:
-        await notify.update(fs.site_name, {"status": "deactivated", "managed_by": fs.manager})
+        await notify.update(fs.site_name, {"status": SiteStatus.DEACTIVATED, "managed_by": fs.manager})
     except NotifyRejected as exc:
         if exc.code == "site_managed_elsewhere":
             return f"site {fs.site_name} was claimed by someone else meanwhile: left as it is"

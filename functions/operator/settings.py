@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from lib.settings import ConfigError, Env, Secret
+from lib.common.settings import ConfigError, Env, Secret
 
 # OPERATOR_NAMESPACES's value for every namespace: cluster-wide is a choice made explicitly, never a default.
 ALL_NAMESPACES = "*"

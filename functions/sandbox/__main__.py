@@ -6,7 +6,7 @@ import uvicorn
 
 from functions.sandbox.app import build_app
 from functions.sandbox.settings import SandboxSettings
-from lib.logs import configure_logging
+from lib.common.logs import configure_logging
 
 
 def main() -> None:

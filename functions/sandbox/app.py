@@ -25,7 +25,7 @@ from functions.sandbox.sendgrid import summary as sendgrid_summary
 from functions.sandbox.settings import SandboxSettings
 from functions.sandbox.wasender import WASenderFake
 from functions.sandbox.wasender import summary as wasender_summary
-from lib.http import EXCEPTION_HANDLERS, RequestMetrics, healthz, metrics_endpoint
+from lib.adapters.http import EXCEPTION_HANDLERS, RequestMetrics, healthz, metrics_endpoint
 
 
 def build_app(settings: SandboxSettings) -> Starlette:

@@ -8,8 +8,8 @@ from typing import Any
 
 from starlette.requests import Request
 
-from lib.settings import Secret
-from lib.validation import strict_int
+from lib.common.settings import Secret
+from lib.domain.validation import strict_int
 
 
 class BearerKey:

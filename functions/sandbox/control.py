@@ -15,8 +15,8 @@ from starlette.routing import Route
 
 from functions.sandbox.faults import parse_faults
 from functions.sandbox.ledger import Call, Ledger
-from lib.errors import InvalidJSON, NotFound, ValidationFailed
-from lib.validation import strict_int
+from lib.domain.errors import InvalidJSON, NotFound, ValidationFailed
+from lib.domain.validation import strict_int
 
 ALIASES = {"sendgrid": "sendgrid", "wasender": "wasender", "whatsapp": "wasender"}
 

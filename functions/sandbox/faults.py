@@ -8,7 +8,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from lib.errors import ValidationFailed
+from lib.domain.errors import ValidationFailed
 
 
 @dataclass

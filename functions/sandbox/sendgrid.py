@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from functions.sandbox.calls import BearerKey, parse_json, read_body
 from functions.sandbox.faults import Faults
 from functions.sandbox.ledger import Ledger, Record
-from lib.settings import Secret
+from lib.common.settings import Secret
 
 MAX_BYTES = 30 * 1024 * 1024  # SendGrid: the whole message, attachments included, under 30 MB
 MAX_PERSONALIZATIONS = 1000

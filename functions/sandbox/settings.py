@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from lib.settings import Env, Secret
+from lib.common.settings import Env, Secret
 
 
 @dataclass(frozen=True)

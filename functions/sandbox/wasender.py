@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from functions.sandbox.calls import BearerKey, parse_json, read_body
 from functions.sandbox.ledger import Ledger, Record
-from lib.settings import Secret
+from lib.common.settings import Secret
 
 MAX_BYTES = 10 * 1024 * 1024  # the sandbox's own guard: WASender documents no body limit
 RATE_LIMIT = 256  # WASender's paid plans: requests per minute on the send endpoint

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from functions.whatsapp.settings import WhatsAppWorkerSettings
-from lib.providers.wasender import WASenderProvider
-from lib.worker import run
+from lib.adapters.providers.wasender import WASenderProvider
+from lib.delivery.worker import run
 
 
 def main() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from lib.providers.wasender import WASenderSettings
-from lib.settings import Env
-from lib.worker import WorkerSettings
+from lib.adapters.providers.wasender import WASenderSettings
+from lib.common.settings import Env
+from lib.delivery.worker import WorkerSettings
 
 
 @dataclass(frozen=True)

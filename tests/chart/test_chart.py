@@ -556,9 +556,19 @@ def test_rendering_is_deterministic_apart_from_generated_secrets() -> None:
 
 
 SETTINGS_SOURCES = {
-    "api": ["functions/api/settings.py", "lib/settings.py"],
-    "email": ["functions/email/settings.py", "lib/worker.py", "lib/settings.py", "lib/providers/sendgrid.py"],
-    "whatsapp": ["functions/whatsapp/settings.py", "lib/worker.py", "lib/settings.py", "lib/providers/wasender.py"],
+    "api": ["functions/api/settings.py", "lib/common/settings.py"],
+    "email": [
+        "functions/email/settings.py",
+        "lib/delivery/worker.py",
+        "lib/common/settings.py",
+        "lib/adapters/providers/sendgrid.py",
+    ],
+    "whatsapp": [
+        "functions/whatsapp/settings.py",
+        "lib/delivery/worker.py",
+        "lib/common/settings.py",
+        "lib/adapters/providers/wasender.py",
+    ],
 }
 READ_ENV = re.compile(r'env\.(?:text|secret|integer|number|flag)\(\s*"([A-Z0-9_]+)"')
 

@@ -139,4 +139,4 @@ def test_entrypoint_module_imports_from_the_image_files_alone(name: str, tmp_pat
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith(str(app))
     if name != "sandbox":
-        assert (app / "db" / "migrations").is_dir(), "lib.db reads db/ next to lib/"
+        assert (app / "db" / "migrations").is_dir(), "lib.adapters.db reads db/ next to lib/"

@@ -12,8 +12,8 @@ import httpx
 import psycopg
 import pytest
 
-from lib.kafka import drop_topics, ensure_topics
-from lib.settings import KafkaSettings
+from lib.adapters.kafka import drop_topics, ensure_topics
+from lib.common.settings import KafkaSettings
 from tests.conftest import ADMIN_TOKEN, KAFKA_BOOTSTRAP, free_port
 from tests.processes import Deployable
 

@@ -22,7 +22,7 @@ from functions.operator.reconcile import (
     reconcile,
     wanted_changes,
 )
-from lib.settings import Secret
+from lib.common.settings import Secret
 from tests.conftest import ADMIN_HEADERS, ADMIN_TOKEN, EMAIL, register
 
 T = TypeVar("T")

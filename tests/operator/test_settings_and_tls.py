@@ -12,7 +12,7 @@ import pytest
 
 from functions.operator.kube import ssl_context
 from functions.operator.settings import OperatorSettings
-from lib.settings import ConfigError
+from lib.common.settings import ConfigError
 
 BASE = {"NOTIFY_ADMIN_TOKEN": "t"}
 

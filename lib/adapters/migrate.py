@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 
-from lib.db import DB_DIR
+from lib.adapters.db import DB_DIR
 
 MIGRATIONS_DIR = DB_DIR / "migrations"
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")

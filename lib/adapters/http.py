@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lib.errors import (
+from lib.domain.errors import (
     BadRequest,
     InvalidJSON,
     NotifyError,
@@ -24,7 +24,7 @@ from lib.errors import (
     TooManyRequests,
     UnsupportedMediaType,
 )
-from lib.validation import strict_int
+from lib.domain.validation import strict_int
 
 log = logging.getLogger(__name__)
 

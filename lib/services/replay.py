@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from lib import db
-from lib.errors import ValidationFailed
-from lib.kafka import Publisher
-from lib.messages import publish_or_mark_failed
-from lib.records import NotificationRecord
-from lib.settings import KafkaSettings
-from lib.validation import CHANNELS
+from lib.adapters import db
+from lib.adapters.kafka import Publisher
+from lib.common.settings import KafkaSettings
+from lib.domain.errors import ValidationFailed
+from lib.domain.notification import NotificationRecord
+from lib.domain.vocabulary import CHANNELS
+from lib.services.accepting import publish_or_mark_failed
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,15 @@
-"""Accepting notifications (audit row, then Kafka) and reading them back, always within one site.
+"""Accepting notifications: the audit row, then Kafka, for /send (group commit) and /bulk, always within one site.
 
 A 202 means PostgreSQL has the row and Kafka has acknowledged the record. When Kafka refuses or times
 out, the row is marked FAILED with ``failure_code = enqueue_failed`` and the client gets a 503; a retry
 with the same Idempotency-Key re-opens and re-publishes that same message. A process that dies between
-the insert and the publish leaves a PENDING row: ``republish_stuck`` publishes such rows again after a
+the insert and the publish leaves a PENDING row: ``lib.services.sweeper`` publishes such rows again after a
 threshold (a worker's atomic claim makes a duplicate record harmless).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import time
@@ -22,14 +21,15 @@ from typing import Any
 import psycopg
 from prometheus_client import Counter, Histogram
 
-from lib import db
-from lib.auth import SiteIdentity
-from lib.batching import Batcher
-from lib.errors import Conflict, Forbidden, NotFound, NotifyError, PayloadTooLarge, ValidationFailed
-from lib.kafka import Publisher, delivery_error, raise_delivery_errors
-from lib.records import NotificationRecord
-from lib.settings import KafkaSettings
-from lib.validation import CHANNELS, MESSAGE_STATUSES, NotificationRequest, parse_notification, strict_int
+from lib.adapters import db
+from lib.adapters.kafka import Publisher, delivery_error, raise_delivery_errors
+from lib.common.batching import Batcher
+from lib.common.settings import KafkaSettings
+from lib.domain.errors import Conflict, Forbidden, NotifyError, PayloadTooLarge, ValidationFailed
+from lib.domain.notification import NotificationRecord, NotificationRequest
+from lib.domain.validation import parse_notification
+from lib.domain.vocabulary import CHANNELS
+from lib.services.auth import SiteIdentity
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,6 @@ ENQUEUE_SECONDS = Histogram(
     "Time from insert to Kafka acknowledgement",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
-REPUBLISHED = Counter("notify_messages_republished_total", "Stuck PENDING messages published again")
 MAX_BULK_ITEMS = 1000
 BULK_ITEMS_PER_TURN = 50
 
@@ -75,20 +74,6 @@ class Prepared:
 _Stored = asyncio.Future[dict[uuid.UUID, str]] | NotifyError | None
 
 
-def _record(message_id: uuid.UUID, site: SiteIdentity, req: NotificationRequest, created_at: str) -> NotificationRecord:
-    return NotificationRecord(
-        message_id=str(message_id),
-        site_id=str(site.site_id),
-        channel=req.channel,
-        recipient=req.recipient,
-        body=req.body,
-        subject=req.subject,
-        html=req.html,
-        metadata=req.metadata,
-        created_at=created_at,
-    )
-
-
 def _too_large(req: NotificationRequest, room: int, limit: int) -> PayloadTooLarge:
     """The record would be refused by Kafka: name the largest part, by its encoded size."""
     parts = {"body": req.body, "html": req.html, "subject": req.subject, "metadata": req.metadata}
@@ -114,7 +99,7 @@ def _insert_params(items: list[Prepared]) -> dict[str, Any]:
     return {"rows": f"[{','.join(map(_row_json, items))}]"}
 
 
-def _wire(kafka: KafkaSettings, record: NotificationRecord, value: bytes | None = None) -> tuple[str, bytes, bytes]:
+def wire(kafka: KafkaSettings, record: NotificationRecord, value: bytes | None = None) -> tuple[str, bytes, bytes]:
     """A record's (topic, key, value) for the producer; ``value`` when it is encoded already."""
     return kafka.topic(record.channel), record.key(), value if value is not None else record.to_bytes()
 
@@ -129,7 +114,7 @@ async def publish_or_mark_failed(
     """Publish; the rows of records Kafka refuses are marked FAILED (enqueue_failed) so none stays PENDING,
     and the first refusal is raised."""
     if records:
-        delivered = await publisher.enqueue([_wire(kafka, r) for r in records])
+        delivered = await publisher.enqueue([wire(kafka, r) for r in records])
         failed = await _confirm_or_mark_failed(pool, [uuid.UUID(r.message_id) for r in records], delivered)
         raise_delivery_errors(list(failed.values()))
 
@@ -198,7 +183,7 @@ class Acceptor:
         the record would be larger than Kafka takes. Nothing is stored yet."""
         check_channel(site, req.channel)
         message_id = uuid.uuid4()
-        record = _record(message_id, site, req, _now_iso())
+        record = req.to_record(message_id, site.site_id, _now_iso())
         record_json = record.to_json()
         value = record_json.encode()
         room = self.publisher.room_for(record.key(), value)
@@ -237,7 +222,7 @@ class Acceptor:
         the database refused); their ids, the refused with their errors, and the future of Kafka's answer."""
         ids, refused = await self._insert(items)
         inserted = [item for item in items if item.message_id in ids]
-        delivered = await self.publisher.enqueue([_wire(self.kafka, i.record, i.value) for i in inserted])
+        delivered = await self.publisher.enqueue([wire(self.kafka, i.record, i.value) for i in inserted])
         return [i.message_id for i in inserted], refused, delivered
 
     async def _insert(self, items: list[Prepared]) -> tuple[set[uuid.UUID], dict[uuid.UUID, NotifyError]]:
@@ -291,7 +276,7 @@ class Acceptor:
                 ).fetchone()
         if reopened is None:
             return Accepted(existing["id"], replayed=True)
-        record = _record(existing["id"], site, req, _now_iso())
+        record = req.to_record(existing["id"], site.site_id, _now_iso())
         await publish_or_mark_failed(self.pool, self.publisher, self.kafka, [record])
         _ACCEPTED[req.channel].inc()
         return Accepted(existing["id"], replayed=False)
@@ -356,137 +341,3 @@ class Acceptor:
             }
         log.info("bulk accepted", extra={"site_id": str(site.site_id), "count": len(inserted), "items": len(results)})
         return results
-
-
-def public_message(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "message_id": str(row["id"]),
-        "channel": row["channel"],
-        "recipient": row["recipient"],
-        "subject": row["subject"],
-        "status": row["status"],
-        "attempts": row["attempts"],
-        "last_error": row["last_error"],
-        "failure_code": row["failure_code"],
-        "provider_message_id": row["provider_message_id"],
-        "idempotency_key": row["idempotency_key"],
-        "metadata": row["metadata"],
-        "created_at": row["created_at"].isoformat(),
-        "updated_at": row["updated_at"].isoformat(),
-        "sent_at": row["sent_at"].isoformat() if row["sent_at"] else None,
-    }
-
-
-def parse_message_id(raw: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise NotFound("no such message") from None
-
-
-async def get_message(pool: Any, site: SiteIdentity, message_id: uuid.UUID) -> dict[str, Any]:
-    async with db.unavailable_on_error(), pool.connection() as conn:
-        row = await (
-            await conn.execute(db.query("message_for_site"), {"id": message_id, "site_id": site.site_id})
-        ).fetchone()
-    if row is None:
-        raise NotFound("no such message")
-    return public_message(row)
-
-
-def encode_cursor(row: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(f"{row['created_at'].isoformat()}|{row['id']}".encode()).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        created, ident = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(created), uuid.UUID(ident)
-    except (ValueError, UnicodeDecodeError):
-        raise ValidationFailed(
-            "cursor is not valid",
-            details=[{"field": "cursor", "code": "invalid", "message": "use next_cursor from a previous page"}],
-        ) from None
-
-
-@dataclass(frozen=True)
-class ListFilters:
-    status: str | None = None
-    channel: str | None = None
-    since: datetime | None = None
-    limit: int = 50
-    cursor: str | None = None
-
-
-def parse_list_filters(params: dict[str, str]) -> ListFilters:
-    problems = []
-    unknown = set(params) - {"status", "channel", "since", "limit", "cursor"}
-    problems += [
-        {"field": u, "code": "unknown_parameter", "message": f"unknown parameter {u!r}"} for u in sorted(unknown)
-    ]
-    status = params.get("status") or None
-    if status is not None and status not in MESSAGE_STATUSES:
-        problems.append(
-            {
-                "field": "status",
-                "code": "invalid_choice",
-                "message": f"status must be one of {', '.join(MESSAGE_STATUSES)}",
-            }
-        )
-    channel = params.get("channel") or None
-    if channel is not None and channel not in CHANNELS:
-        problems.append(
-            {"field": "channel", "code": "invalid_choice", "message": f"channel must be one of {', '.join(CHANNELS)}"}
-        )
-    since = None
-    if params.get("since"):
-        try:
-            since = datetime.fromisoformat(params["since"])
-            if since.tzinfo is None:
-                raise ValueError
-        except ValueError:
-            problems.append(
-                {"field": "since", "code": "invalid", "message": "since must be an ISO 8601 timestamp with a time zone"}
-            )
-    limit = strict_int(params.get("limit") or "50")
-    if limit is None or not 1 <= limit <= 200:
-        problems.append({"field": "limit", "code": "invalid", "message": "limit must be an integer from 1 to 200"})
-    if problems:
-        raise ValidationFailed("invalid query parameters", details=problems)
-    assert limit is not None
-    return ListFilters(status, channel, since, limit, params.get("cursor") or None)
-
-
-async def list_messages(pool: Any, site: SiteIdentity, filters: ListFilters) -> dict[str, Any]:
-    cursor_at, cursor_id = decode_cursor(filters.cursor) if filters.cursor else (None, None)
-    params = {
-        "site_id": site.site_id,
-        "status": filters.status,
-        "channel": filters.channel,
-        "since": filters.since,
-        "cursor_created_at": cursor_at,
-        "cursor_id": cursor_id,
-        "limit": filters.limit + 1,
-    }
-    async with db.unavailable_on_error(), pool.connection() as conn:
-        rows = await (await conn.execute(db.query("list_messages_for_site"), params)).fetchall()
-    page = rows[: filters.limit]
-    return {
-        "items": [public_message(r) for r in page],
-        "next_cursor": encode_cursor(page[-1]) if len(rows) > filters.limit else None,
-    }
-
-
-async def republish_stuck(
-    pool: Any, publisher: Publisher, kafka: KafkaSettings, *, older_than_s: float, limit: int = 500
-) -> int:
-    """Publish again the rows left PENDING longer than ``older_than_s``; return how many."""
-    async with db.unavailable_on_error(), pool.connection() as conn:
-        rows = await (
-            await conn.execute(db.query("claim_stuck_pending"), {"older_than_s": older_than_s, "limit": limit})
-        ).fetchall()
-    if rows:
-        await publisher.publish([_wire(kafka, NotificationRecord.from_row(r)) for r in rows])
-        REPUBLISHED.inc(len(rows))
-        log.warning("republished stuck pending messages", extra={"count": len(rows)})
-    return len(rows)

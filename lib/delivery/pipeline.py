@@ -1,7 +1,7 @@
 """Delivering one message: claim it in PostgreSQL, call the provider, retry or dead-letter, record the outcome.
 
 ``handle`` is the whole story of one Kafka record and knows nothing of offsets or partitions: the consume
-loop (``lib.worker``) owns those. State moves PENDING -> PROCESSING -> SENT | FAILED, guarded by a claim
+loop (``lib.delivery.worker``) owns those. State moves PENDING -> PROCESSING -> SENT | FAILED, guarded by a claim
 (``claimed_by`` + ``lease_until``), so a record delivered twice (rebalance, restart, replay, re-publish) is
 sent once. The one window left is a crash after the provider accepted a message and before SENT was
 written: the next owner takes over the expired claim and sends again, counted in
@@ -24,14 +24,15 @@ from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from lib import db
-from lib.batching import Batcher
-from lib.errors import NotifyError
-from lib.kafka import Publisher
-from lib.providers import DeliveryError, OutgoingMessage, Provider
-from lib.ratelimit import TokenBucket
-from lib.records import NotificationRecord
-from lib.resilience import CircuitBreaker, RetryPolicy
+from lib.adapters import db
+from lib.adapters.kafka import Publisher
+from lib.adapters.providers import DeliveryError, Provider
+from lib.common.batching import Batcher
+from lib.common.ratelimit import TokenBucket
+from lib.common.resilience import CircuitBreaker, RetryPolicy
+from lib.domain.errors import NotifyError
+from lib.domain.notification import NotificationRecord, OutgoingMessage
+from lib.domain.vocabulary import MessageStatus
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -248,7 +249,7 @@ async def _claim_or_skip(ctx: DeliveryContext, message_id: uuid.UUID) -> dict[st
         if row is not None:
             return row
         state = await ctx.store.state(message_id)
-        if state is None or state["status"] not in ("PENDING", "PROCESSING"):
+        if state is None or state["status"] not in (MessageStatus.PENDING, MessageStatus.PROCESSING):
             return None
         # Another worker holds it (it had the partition before a rebalance, or it crashed): look again
         # when its lease may have run out.
@@ -287,21 +288,13 @@ async def _claim_and_deliver(
     if row is None:
         DELIVERIES.labels(ctx.channel, "skipped").inc()
         return Outcome.SKIPPED
-    if row["old_status"] == "PROCESSING" and row["old_attempts"] > 0:
+    if row["old_status"] == MessageStatus.PROCESSING and row["old_attempts"] > 0:
         POSSIBLE_RESENDS.labels(ctx.channel).inc()
         log.warning(
             "taking over an expired claim; the message may be sent twice",
             extra={"message_id": record.message_id, "site_id": record.site_id},
         )
-    message = OutgoingMessage(
-        str(row["id"]),
-        str(row["site_id"]),
-        row["recipient"],
-        row["body"],
-        row["subject"],
-        row["html"],
-        row["metadata"] or {},
-    )
+    message = OutgoingMessage.from_row(row)  # the row, never the record: see lib.domain.notification
     try:
         return await _deliver(ctx, raw, key, message, row["attempts"], turn)
     except asyncio.CancelledError:

@@ -12,10 +12,10 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from lib.errors import Unavailable
-from lib.settings import DatabaseSettings
+from lib.common.settings import DatabaseSettings
+from lib.domain.errors import Unavailable
 
-DB_DIR = Path(__file__).resolve().parent.parent / "db"
+DB_DIR = Path(__file__).resolve().parents[2] / "db"
 _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 

@@ -13,8 +13,9 @@ from typing import Any
 import httpx
 from sendgrid.helpers.mail import CustomArg, From, Mail, ReplyTo, To
 
-from lib.providers import OutgoingMessage, error_for_response, error_for_transport, http_client
-from lib.settings import ConfigError, Env, Secret
+from lib.adapters.providers import error_for_response, error_for_transport, http_client
+from lib.common.settings import ConfigError, Env, Secret
+from lib.domain.notification import OutgoingMessage
 
 DEFAULT_URL = "https://api.sendgrid.com"
 

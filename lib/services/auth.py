@@ -47,9 +47,11 @@ from uuid import UUID
 
 from prometheus_client import Counter
 
-from lib import db, keys
-from lib.errors import Forbidden, TooManyRequests, Unauthorized
-from lib.settings import Secret
+from lib.adapters import db
+from lib.common.settings import Secret
+from lib.domain import keys
+from lib.domain.errors import Forbidden, TooManyRequests, Unauthorized
+from lib.domain.vocabulary import SiteStatus
 
 log = logging.getLogger(__name__)
 
@@ -422,7 +424,7 @@ class Authenticator:
     def _admit(self, identity: SiteIdentity | None, client: str, lookup_id: str) -> SiteIdentity:
         if identity is None:
             raise _invalid()
-        if identity.status != "active":
+        if identity.status != SiteStatus.ACTIVE:
             _FAILURE_REASONS["inactive_site"].inc()
             raise Forbidden(f"the site is {identity.status}", code="site_suspended")
         return identity

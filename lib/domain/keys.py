@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import bcrypt
 
-from lib.errors import Unauthorized
+from lib.domain.errors import Unauthorized
 
 KEY_PREFIX = "nfy"
 BCRYPT_ROUNDS = 12

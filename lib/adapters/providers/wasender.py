@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import httpx
 
-from lib.providers import OutgoingMessage, error_for_response, error_for_transport, http_client
-from lib.settings import Env, Secret
+from lib.adapters.providers import error_for_response, error_for_transport, http_client
+from lib.common.settings import Env, Secret
+from lib.domain.notification import OutgoingMessage
 
 DEFAULT_URL = "https://www.wasenderapi.com/api"
 

@@ -18,11 +18,11 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from lib.errors import Unavailable
-from lib.settings import KafkaSettings
+from lib.common.settings import KafkaSettings
+from lib.domain.errors import Unavailable
+from lib.domain.vocabulary import CHANNELS
 
 log = logging.getLogger(__name__)
-CHANNELS = ("email", "whatsapp")
 # librdkafka refuses a record whose key + value + framing exceed the producer's message.max.bytes (default
 # 1,000,000); the broker refuses a batch over the topic's max.message.bytes. Records are checked against the
 # smaller, less this margin for the framing, before anything is stored.

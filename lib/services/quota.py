@@ -22,9 +22,9 @@ import contextlib
 from collections.abc import Iterator
 from uuid import UUID
 
-from lib.auth import SiteIdentity
-from lib.errors import TooManyRequests
-from lib.ratelimit import TokenBucket
+from lib.common.ratelimit import TokenBucket
+from lib.domain.errors import TooManyRequests
+from lib.services.auth import SiteIdentity
 
 
 def _limited(message: str, wait_s: float) -> TooManyRequests:

@@ -7,12 +7,12 @@ import re
 import uuid
 from typing import Any
 
-from lib import db, keys
-from lib.errors import Conflict, NotFound, ValidationFailed
-from lib.validation import CHANNELS
+from lib.adapters import db
+from lib.domain import keys
+from lib.domain.errors import Conflict, NotFound, ValidationFailed
+from lib.domain.vocabulary import CHANNELS, SITE_STATUSES
 
 SITE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?$")
-SITE_STATUSES = ("active", "suspended", "deactivated")
 
 
 def _problem(field: str, code: str, message: str) -> ValidationFailed:

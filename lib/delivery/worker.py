@@ -33,16 +33,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from lib import db
-from lib.delivery import DeliveryContext, DeliveryStore, Outcome, handle
-from lib.errors import NotifyError
-from lib.http import EXCEPTION_HANDLERS, QuietServer, healthz, metrics_endpoint
-from lib.kafka import Publisher
-from lib.logs import configure_logging, tune_gc
-from lib.providers import Provider
-from lib.ratelimit import TokenBucket
-from lib.resilience import CircuitBreaker, RetryPolicy
-from lib.settings import DatabaseSettings, Env, KafkaSettings
+from lib.adapters import db
+from lib.adapters.http import EXCEPTION_HANDLERS, QuietServer, healthz, metrics_endpoint
+from lib.adapters.kafka import Publisher
+from lib.adapters.providers import Provider
+from lib.common.logs import configure_logging, tune_gc
+from lib.common.ratelimit import TokenBucket
+from lib.common.resilience import CircuitBreaker, RetryPolicy
+from lib.common.settings import DatabaseSettings, Env, KafkaSettings
+from lib.delivery.pipeline import DeliveryContext, DeliveryStore, Outcome, handle
+from lib.domain.errors import NotifyError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

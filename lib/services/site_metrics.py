@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from lib import db
-from lib.auth import SiteIdentity
-from lib.errors import ValidationFailed
-from lib.validation import CHANNELS
+from lib.adapters import db
+from lib.domain.errors import ValidationFailed
+from lib.domain.vocabulary import CHANNELS
+from lib.services.auth import SiteIdentity
 
 MAX_RANGE_DAYS = 366
 COUNTS = ("total", "pending", "processing", "sent", "failed", "delivered", "bounced", "read")

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import unicodedata
-from dataclasses import dataclass, field
 from typing import Any
 
-from lib.errors import ValidationFailed
+from lib.domain.errors import ValidationFailed
+from lib.domain.notification import NotificationRequest
+from lib.domain.vocabulary import CHANNELS, Channel
 
-CHANNELS = ("email", "whatsapp")
-MESSAGE_STATUSES = ("PENDING", "PROCESSING", "SENT", "FAILED", "DELIVERED", "BOUNCED", "READ")
 LIMITS = {
     "recipient": 320,
     "subject": 998,  # RFC 5322's line limit
@@ -76,26 +74,6 @@ def is_single_line(value: str) -> bool:
 
 def is_email_address(value: str) -> bool:
     return _EMAIL.match(value) is not None
-
-
-@dataclass(frozen=True)
-class NotificationRequest:
-    channel: str
-    recipient: str
-    body: str
-    subject: str | None = None
-    html: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    idempotency_key: str | None = None
-
-    def fingerprint(self) -> str:
-        """What makes two requests with one idempotency key "the same request"."""
-        canonical = json.dumps(
-            [self.channel, self.recipient, self.subject, self.body, self.html, self.metadata],
-            sort_keys=True,
-            separators=(",", ":"),
-        )
-        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class _Problems:
@@ -195,4 +173,4 @@ def parse_notification(data: Any, *, idempotency_key: str | None = None) -> Noti
     if problems.items:
         raise ValidationFailed("the notification is not valid", details=problems.items)
     assert recipient is not None and body is not None and isinstance(channel, str)
-    return NotificationRequest(channel, recipient, body, subject, html, metadata, idempotency_key or item_key)
+    return NotificationRequest(Channel(channel), recipient, body, subject, html, metadata, idempotency_key or item_key)

@@ -5,23 +5,12 @@ from __future__ import annotations
 
 import email.utils
 import time
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
 
-from lib.errors import NotifyError
-
-
-@dataclass(frozen=True)
-class OutgoingMessage:
-    message_id: str
-    site_id: str
-    recipient: str
-    body: str
-    subject: str | None = None
-    html: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+from lib.domain.errors import NotifyError
+from lib.domain.notification import OutgoingMessage
 
 
 class DeliveryError(NotifyError):

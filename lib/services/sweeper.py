@@ -1,0 +1,45 @@
+"""The stuck-PENDING sweeper: a process that died between a message's insert and its publish left a PENDING row;
+such rows are published again after a threshold (a worker's claim makes a duplicate record harmless)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from prometheus_client import Counter
+
+from lib.adapters import db
+from lib.adapters.kafka import Publisher
+from lib.common.settings import KafkaSettings
+from lib.domain.errors import NotifyError
+from lib.domain.notification import NotificationRecord
+from lib.services.accepting import wire
+
+log = logging.getLogger(__name__)
+REPUBLISHED = Counter("notify_messages_republished_total", "Stuck PENDING messages published again")
+
+
+async def republish_stuck(
+    pool: Any, publisher: Publisher, kafka: KafkaSettings, *, older_than_s: float, limit: int = 500
+) -> int:
+    """Publish again the rows left PENDING longer than ``older_than_s``; return how many."""
+    async with db.unavailable_on_error(), pool.connection() as conn:
+        rows = await (
+            await conn.execute(db.query("claim_stuck_pending"), {"older_than_s": older_than_s, "limit": limit})
+        ).fetchall()
+    if rows:
+        await publisher.publish([wire(kafka, NotificationRecord.from_row(r)) for r in rows])
+        REPUBLISHED.inc(len(rows))
+        log.warning("republished stuck pending messages", extra={"count": len(rows)})
+    return len(rows)
+
+
+async def sweep_stuck_pending(pool: Any, publisher: Publisher, kafka: KafkaSettings, *, after_s: float) -> None:
+    """Run ``republish_stuck`` every half threshold (1 s to 60 s) until cancelled."""
+    while True:
+        await asyncio.sleep(min(60.0, max(1.0, after_s / 2)))
+        try:
+            await republish_stuck(pool, publisher, kafka, older_than_s=after_s)
+        except NotifyError as exc:
+            log.warning("stuck-pending sweep failed", extra={"error": exc.message})
