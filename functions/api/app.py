@@ -10,7 +10,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
 from starlette.applications import Starlette
@@ -39,7 +38,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Services:
     settings: ApiSettings
-    pool: Any
+    pool: db.Pool
     publisher: Publisher
     auth: Authenticator
     admin: AdminGate

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
+from typing import Any, cast
 
 import psycopg
 from psycopg.rows import dict_row
@@ -36,19 +37,25 @@ def query(name: str) -> str:
     return queries()[name]
 
 
-def create_pool(settings: DatabaseSettings, *, name: str) -> AsyncConnectionPool[psycopg.AsyncConnection[dict]]:  # type: ignore[type-arg]
-    return AsyncConnectionPool(
-        settings.url.reveal(),
-        min_size=settings.pool_min,
-        max_size=settings.pool_max,
-        kwargs={"autocommit": True, "row_factory": dict_row, "application_name": f"notify-{name}"},
-        name=name,
-        open=False,
-        timeout=10.0,
+Row = dict[str, Any]
+# The one pool type: autocommit connections whose rows are dicts.
+Pool = AsyncConnectionPool[psycopg.AsyncConnection[Row]]
+
+
+def create_pool(settings: DatabaseSettings, *, name: str) -> Pool:
+    # row_factory=dict_row makes every connection's rows dicts; psycopg_pool's constructor cannot say so in types.
+    return cast(
+        Pool,
+        AsyncConnectionPool(
+            settings.url.reveal(),
+            min_size=settings.pool_min,
+            max_size=settings.pool_max,
+            kwargs={"autocommit": True, "row_factory": dict_row, "application_name": f"notify-{name}"},
+            name=name,
+            open=False,
+            timeout=10.0,
+        ),
     )
-
-
-Pool = AsyncConnectionPool
 
 
 @asynccontextmanager
@@ -60,3 +67,19 @@ async def unavailable_on_error() -> AsyncIterator[None]:
         raise Unavailable("the database is unavailable", code="database_unavailable") from exc
     except TimeoutError as exc:  # the pool's wait for a free connection
         raise Unavailable("the database is busy", code="database_unavailable") from exc
+
+
+async def fetch_one(pool: Pool, name: str, params: Mapping[str, Any] | None = None) -> Row | None:
+    """The first row of named query ``name``, or None."""
+    async with unavailable_on_error(), pool.connection() as conn:
+        return await (await conn.execute(query(name), params)).fetchone()
+
+
+async def fetch_all(pool: Pool, name: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+    async with unavailable_on_error(), pool.connection() as conn:
+        return await (await conn.execute(query(name), params)).fetchall()
+
+
+async def execute(pool: Pool, name: str, params: Mapping[str, Any] | None = None) -> None:
+    async with unavailable_on_error(), pool.connection() as conn:
+        await conn.execute(query(name), params)

@@ -64,7 +64,7 @@ class Outcome(Enum):
 class DeliveryStore:
     """The worker's reads and writes of ``message_logs``; every write is guarded by the claim."""
 
-    def __init__(self, pool: Any, worker_id: str, lease_s: float) -> None:
+    def __init__(self, pool: db.Pool, worker_id: str, lease_s: float) -> None:
         self.pool = pool
         self.worker_id = worker_id
         self.lease_s = lease_s
@@ -73,9 +73,7 @@ class DeliveryStore:
         self._sent: Batcher[tuple[uuid.UUID, str], bool] = Batcher(self._sent_batch)
 
     async def _one(self, name: str, **params: Any) -> dict[str, Any] | None:
-        async with db.unavailable_on_error(), self.pool.connection() as conn:
-            row: dict[str, Any] | None = await (await conn.execute(db.query(name), params)).fetchone()
-            return row
+        return await db.fetch_one(self.pool, name, params)
 
     async def claim(self, message_id: uuid.UUID) -> dict[str, Any] | None:
         """The claimed row, or None when the message is not free to take."""
@@ -83,8 +81,7 @@ class DeliveryStore:
 
     async def _claim_batch(self, ids: list[uuid.UUID]) -> list[dict[str, Any] | None]:
         params = {"ids": ids, "worker": self.worker_id, "lease_s": self.lease_s}
-        async with db.unavailable_on_error(), self.pool.connection() as conn:
-            rows = {r["id"]: r for r in await (await conn.execute(db.query("claim_messages"), params)).fetchall()}
+        rows = {r["id"]: r for r in await db.fetch_all(self.pool, "claim_messages", params)}
         return [rows.get(message_id) for message_id in ids]
 
     async def state(self, message_id: uuid.UUID) -> dict[str, Any] | None:
@@ -98,11 +95,8 @@ class DeliveryStore:
         return await self._one("renew_lease", id=message_id, worker=self.worker_id, lease_s=self.lease_s) is not None
 
     async def record_error(self, message_id: uuid.UUID, entry: dict[str, Any]) -> None:
-        async with db.unavailable_on_error(), self.pool.connection() as conn:
-            await conn.execute(
-                db.query("record_attempt_error"),
-                {"id": message_id, "worker": self.worker_id, "error": entry["error"], "entry": json.dumps([entry])},
-            )
+        params = {"id": message_id, "worker": self.worker_id, "error": entry["error"], "entry": json.dumps([entry])}
+        await db.execute(self.pool, "record_attempt_error", params)
 
     async def mark_failed(self, message_id: uuid.UUID, code: str, error: str, entry: dict[str, Any]) -> bool:
         row = await self._one(
@@ -114,16 +108,14 @@ class DeliveryStore:
         await self._one("mark_unknown_failed", id=message_id, code=code, error=error)
 
     async def release(self, message_ids: list[uuid.UUID]) -> None:
-        async with db.unavailable_on_error(), self.pool.connection() as conn:
-            await conn.execute(db.query("release_claims"), {"ids": message_ids, "worker": self.worker_id})
+        await db.execute(self.pool, "release_claims", {"ids": message_ids, "worker": self.worker_id})
 
     async def mark_sent(self, message_id: uuid.UUID, provider_message_id: str) -> bool:
         return await self._sent.submit((message_id, provider_message_id))
 
     async def _sent_batch(self, items: list[tuple[uuid.UUID, str]]) -> list[bool]:
         params = {"ids": [i[0] for i in items], "provider_ids": [i[1] for i in items], "worker": self.worker_id}
-        async with db.unavailable_on_error(), self.pool.connection() as conn:
-            written = {r["id"] for r in await (await conn.execute(db.query("mark_sent_many"), params)).fetchall()}
+        written = {r["id"] for r in await db.fetch_all(self.pool, "mark_sent_many", params)}
         return [message_id in written for message_id, _ in items]
 
 

@@ -338,7 +338,7 @@ class ChannelWorker:
 # --- the process: health server + worker, SIGTERM handling -----------------------------------------
 
 
-def health_app(worker: ChannelWorker, pool: Any) -> Starlette:
+def health_app(worker: ChannelWorker, pool: db.Pool) -> Starlette:
     async def readyz(_request: Request) -> Response:
         checks = {"kafka": "ok" if time.monotonic() - worker.last_poll < 10 else "not polling"}
         try:

@@ -109,7 +109,7 @@ def _now_iso() -> str:
 
 
 async def publish_or_mark_failed(
-    pool: Any, publisher: Publisher, kafka: KafkaSettings, records: list[NotificationRecord]
+    pool: db.Pool, publisher: Publisher, kafka: KafkaSettings, records: list[NotificationRecord]
 ) -> None:
     """Publish; the rows of records Kafka refuses are marked FAILED (enqueue_failed) so none stays PENDING,
     and the first refusal is raised."""
@@ -120,15 +120,14 @@ async def publish_or_mark_failed(
 
 
 async def _confirm_or_mark_failed(
-    pool: Any, ids: list[uuid.UUID], delivered: asyncio.Future[list[str | None]]
+    pool: db.Pool, ids: list[uuid.UUID], delivered: asyncio.Future[list[str | None]]
 ) -> dict[uuid.UUID, str]:
     """Wait for Kafka's answer to records already produced (``ids`` in their order); the rows of those it
     refused are marked as in ``publish_or_mark_failed``. Returns those ids, each with its own error."""
     started = time.perf_counter()
     failed = {message_id: error for message_id, error in zip(ids, await delivered, strict=True) if error is not None}
     if failed:
-        async with db.unavailable_on_error(), pool.connection() as conn:
-            await conn.execute(db.query("mark_enqueue_failed"), {"ids": list(failed), "errors": list(failed.values())})
+        await db.execute(pool, "mark_enqueue_failed", {"ids": list(failed), "errors": list(failed.values())})
         log.error("enqueue failed", extra={"count": len(failed), "error": next(iter(failed.values()))})
     ENQUEUE_SECONDS.observe(time.perf_counter() - started)
     return failed
@@ -172,7 +171,7 @@ class Acceptor:
     refuses is found by splitting the statement, and no request gets another's error.
     """
 
-    def __init__(self, pool: Any, publisher: Publisher, kafka: KafkaSettings, *, max_in_flight: int = 1) -> None:
+    def __init__(self, pool: db.Pool, publisher: Publisher, kafka: KafkaSettings, *, max_in_flight: int = 1) -> None:
         self.pool = pool
         self.publisher = publisher
         self.kafka = kafka
@@ -229,9 +228,7 @@ class Acceptor:
         """One statement for all; if the database refuses a row (validation lets nothing such through, so this
         is a safety net), halves are retried until the row is alone, and it fails by itself."""
         try:
-            async with db.unavailable_on_error(), self.pool.connection() as conn:
-                cur = await conn.execute(db.query("insert_messages"), _insert_params(items))
-                return {r["id"] for r in await cur.fetchall()}, {}
+            return {r["id"] for r in await db.fetch_all(self.pool, "insert_messages", _insert_params(items))}, {}
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             if len(items) == 1:
                 log.error(
@@ -255,25 +252,20 @@ class Acceptor:
         A message whose enqueue failed (the client saw a 503) is enqueued again under its id.
         """
         assert req.idempotency_key is not None
-        async with db.unavailable_on_error(), self.pool.connection() as conn:
-            cur = await conn.execute(
-                db.query("messages_by_idempotency_keys"),
-                {"site_id": site.site_id, "idempotency_keys": [req.idempotency_key]},
+        existing = await db.fetch_one(
+            self.pool,
+            "messages_by_idempotency_keys",
+            {"site_id": site.site_id, "idempotency_keys": [req.idempotency_key]},
+        )
+        if existing is None:  # the first request's row is gone (deleted): a transient conflict
+            raise Conflict("the idempotency key is being used by another request; retry", code="idempotency_key_in_use")
+        if existing["idempotency_fingerprint"] != req.fingerprint():
+            raise Conflict(
+                "this idempotency key was already used with a different request", code="idempotency_key_conflict"
             )
-            existing: dict[str, Any] | None = await cur.fetchone()
-            if existing is None:  # the first request's row is gone (deleted): a transient conflict
-                raise Conflict(
-                    "the idempotency key is being used by another request; retry", code="idempotency_key_in_use"
-                )
-            if existing["idempotency_fingerprint"] != req.fingerprint():
-                raise Conflict(
-                    "this idempotency key was already used with a different request", code="idempotency_key_conflict"
-                )
-            reopened = None
-            if existing["failure_code"] == "enqueue_failed":
-                reopened = await (
-                    await conn.execute(db.query("reopen_enqueue_failed"), {"id": existing["id"]})
-                ).fetchone()
+        reopened = None
+        if existing["failure_code"] == "enqueue_failed":
+            reopened = await db.fetch_one(self.pool, "reopen_enqueue_failed", {"id": existing["id"]})
         if reopened is None:
             return Accepted(existing["id"], replayed=True)
         record = req.to_record(existing["id"], site.site_id, _now_iso())

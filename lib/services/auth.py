@@ -42,7 +42,6 @@ from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 from prometheus_client import Counter
@@ -122,7 +121,9 @@ class KnownLookupIds:
 
     MARGIN = timedelta(minutes=1)
 
-    def __init__(self, pool: Any, *, min_interval_s: float = 0.1, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, pool: db.Pool, *, min_interval_s: float = 0.1, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._pool = pool
         self._ids: set[str] = set()
         self._watermark: datetime | None = None
@@ -161,9 +162,7 @@ class KnownLookupIds:
     async def _refresh(self) -> None:
         self.refreshes += 1
         since = self._watermark - self.MARGIN if self._watermark else datetime(1970, 1, 1, tzinfo=UTC)
-        async with db.unavailable_on_error(), self._pool.connection() as conn:
-            rows = await (await conn.execute(db.query("key_lookup_ids_since"), {"since": since})).fetchall()
-        for row in rows:
+        for row in await db.fetch_all(self._pool, "key_lookup_ids_since", {"since": since}):
             self._ids.add(row["key_lookup_id"])
             if self._watermark is None or row["key_created_at"] > self._watermark:
                 self._watermark = row["key_created_at"]
@@ -242,7 +241,7 @@ class _PriorityGate:
 class Authenticator:
     def __init__(
         self,
-        pool: Any,
+        pool: db.Pool,
         *,
         cache_ttl_s: float = 30.0,
         negative_ttl_s: float = 5.0,
@@ -357,9 +356,7 @@ class Authenticator:
     ) -> SiteIdentity | None:
         """Check the key against its row: by bcrypt, or, for a key verified before, by the stored hash alone."""
         generation = self._generation
-        async with db.unavailable_on_error(), self._pool.connection() as conn:
-            cur = await conn.execute(db.query("site_credentials_by_lookup_id"), {"key_lookup_id": key.lookup_id})
-            row = await cur.fetchone()
+        row = await db.fetch_one(self._pool, "site_credentials_by_lookup_id", {"key_lookup_id": key.lookup_id})
         identity: SiteIdentity | None = None
         if row is not None:
             if verified is not None and hmac.compare_digest(verified.key_hash.encode(), row["key_hash"].encode()):

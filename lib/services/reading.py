@@ -24,11 +24,8 @@ def parse_message_id(raw: str) -> uuid.UUID:
         raise NotFound("no such message") from None
 
 
-async def get_message(pool: Any, site: SiteIdentity, message_id: uuid.UUID) -> dict[str, Any]:
-    async with db.unavailable_on_error(), pool.connection() as conn:
-        row = await (
-            await conn.execute(db.query("message_for_site"), {"id": message_id, "site_id": site.site_id})
-        ).fetchone()
+async def get_message(pool: db.Pool, site: SiteIdentity, message_id: uuid.UUID) -> dict[str, Any]:
+    row = await db.fetch_one(pool, "message_for_site", {"id": message_id, "site_id": site.site_id})
     if row is None:
         raise NotFound("no such message")
     return public_json(row)
@@ -97,7 +94,7 @@ def parse_list_filters(params: dict[str, str]) -> ListFilters:
     return ListFilters(status, channel, since, limit, params.get("cursor") or None)
 
 
-async def list_messages(pool: Any, site: SiteIdentity, filters: ListFilters) -> dict[str, Any]:
+async def list_messages(pool: db.Pool, site: SiteIdentity, filters: ListFilters) -> dict[str, Any]:
     cursor_at, cursor_id = decode_cursor(filters.cursor) if filters.cursor else (None, None)
     params = {
         "site_id": site.site_id,
@@ -108,8 +105,7 @@ async def list_messages(pool: Any, site: SiteIdentity, filters: ListFilters) -> 
         "cursor_id": cursor_id,
         "limit": filters.limit + 1,
     }
-    async with db.unavailable_on_error(), pool.connection() as conn:
-        rows = await (await conn.execute(db.query("list_messages_for_site"), params)).fetchall()
+    rows = await db.fetch_all(pool, "list_messages_for_site", params)
     page = rows[: filters.limit]
     return {
         "items": [public_json(r) for r in page],

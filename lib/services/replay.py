@@ -60,29 +60,19 @@ def parse_replay_filter(data: Any) -> ReplayFilter:
     return ReplayFilter(message_id, site_name, since, channel)
 
 
-async def replay(pool: Any, publisher: Publisher, kafka: KafkaSettings, which: ReplayFilter) -> list[str]:
+async def replay(pool: db.Pool, publisher: Publisher, kafka: KafkaSettings, which: ReplayFilter) -> list[str]:
     """Move matching FAILED messages back to PENDING and publish them; return their ids.
 
     The rows are committed before the publish, so a worker never reads a record whose row still says FAILED;
     if Kafka refuses, they end FAILED with failure_code enqueue_failed, as a refused /send does.
     """
-    async with db.unavailable_on_error(), pool.connection() as conn:
-        site_id = None
-        if which.site_name is not None:
-            site = await (await conn.execute(db.query("site_by_name"), {"site_name": which.site_name})).fetchone()
-            if site is None:
-                return []
-            site_id = site["id"]
-        rows = await (
-            await conn.execute(
-                db.query("replay_failed"),
-                {
-                    "id": which.message_id,
-                    "site_id": site_id,
-                    "since": which.since,
-                    "channel": which.channel,
-                },
-            )
-        ).fetchall()
+    site_id = None
+    if which.site_name is not None:
+        site = await db.fetch_one(pool, "site_by_name", {"site_name": which.site_name})
+        if site is None:
+            return []
+        site_id = site["id"]
+    params = {"id": which.message_id, "site_id": site_id, "since": which.since, "channel": which.channel}
+    rows = await db.fetch_all(pool, "replay_failed", params)
     await publish_or_mark_failed(pool, publisher, kafka, [NotificationRecord.from_row(r) for r in rows])
     return [str(r["id"]) for r in rows]

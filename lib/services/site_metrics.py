@@ -42,12 +42,11 @@ def parse_range(params: dict[str, str]) -> tuple[date, date, str | None]:
     return bounds["from"], bounds["to"], channel
 
 
-async def daily_metrics(pool: Any, site: SiteIdentity, first: date, last: date, channel: str | None) -> dict[str, Any]:
-    async with db.unavailable_on_error(), pool.connection() as conn:
-        cur = await conn.execute(
-            db.query("daily_metrics_for_site"), {"site_id": site.site_id, "from": first, "to": last, "channel": channel}
-        )
-        rows = await cur.fetchall()
+async def daily_metrics(
+    pool: db.Pool, site: SiteIdentity, first: date, last: date, channel: str | None
+) -> dict[str, Any]:
+    params = {"site_id": site.site_id, "from": first, "to": last, "channel": channel}
+    rows = await db.fetch_all(pool, "daily_metrics_for_site", params)
     return {
         "from": first.isoformat(),
         "to": last.isoformat(),

@@ -59,7 +59,7 @@ def public_site(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def register_site(
-    pool: Any,
+    pool: db.Pool,
     site_name: str,
     site_url: str | None,
     *,
@@ -76,46 +76,40 @@ async def register_site(
         "key_hash": issued.secret_hash,
         "managed_by": managed_by,
     }
-    async with db.unavailable_on_error(), pool.connection() as conn:
-        row = await (await conn.execute(db.query("insert_site"), params)).fetchone()
+    row = await db.fetch_one(pool, "insert_site", params)
     if row is None:
         raise Conflict(f"a site named {site_name!r} is already registered", code="site_exists")
     return {**public_site(row), "api_key": issued.plain}
 
 
-async def rotate_key(pool: Any, site_id: uuid.UUID, *, rounds: int = keys.BCRYPT_ROUNDS) -> dict[str, Any]:
+async def rotate_key(pool: db.Pool, site_id: uuid.UUID, *, rounds: int = keys.BCRYPT_ROUNDS) -> dict[str, Any]:
     issued = await asyncio.to_thread(keys.issue_key, rounds)
     params = {"id": site_id, "key_lookup_id": issued.lookup_id, "key_hash": issued.secret_hash}
-    async with db.unavailable_on_error(), pool.connection() as conn:
-        row = await (await conn.execute(db.query("replace_site_key"), params)).fetchone()
+    row = await db.fetch_one(pool, "replace_site_key", params)
     if row is None:
         raise NotFound("the site does not exist")
     return {"site_id": str(site_id), "api_key": issued.plain, "key_created_at": row["key_created_at"].isoformat()}
 
 
-async def get_site(pool: Any, site_id: uuid.UUID) -> dict[str, Any]:
-    async with db.unavailable_on_error(), pool.connection() as conn:
-        row = await (await conn.execute(db.query("site_by_id"), {"id": site_id})).fetchone()
+async def get_site(pool: db.Pool, site_id: uuid.UUID) -> dict[str, Any]:
+    row = await db.fetch_one(pool, "site_by_id", {"id": site_id})
     if row is None:
         raise NotFound("the site does not exist")
     return public_site(row)
 
 
-async def get_site_by_name(pool: Any, site_name: str) -> dict[str, Any]:
-    async with db.unavailable_on_error(), pool.connection() as conn:
-        row = await (await conn.execute(db.query("site_by_name"), {"site_name": site_name})).fetchone()
+async def get_site_by_name(pool: db.Pool, site_name: str) -> dict[str, Any]:
+    row = await db.fetch_one(pool, "site_by_name", {"site_name": site_name})
     if row is None:
         raise NotFound(f"no site named {site_name!r}")
     return public_site(row)
 
 
-async def list_sites(pool: Any) -> list[dict[str, Any]]:
-    async with db.unavailable_on_error(), pool.connection() as conn:
-        rows = await (await conn.execute(db.query("list_sites"))).fetchall()
-    return [public_site(r) for r in rows]
+async def list_sites(pool: db.Pool) -> list[dict[str, Any]]:
+    return [public_site(r) for r in await db.fetch_all(pool, "list_sites")]
 
 
-async def rotate_key_by_name(pool: Any, site_name: str, *, rounds: int = keys.BCRYPT_ROUNDS) -> dict[str, Any]:
+async def rotate_key_by_name(pool: db.Pool, site_name: str, *, rounds: int = keys.BCRYPT_ROUNDS) -> dict[str, Any]:
     site = await get_site_by_name(pool, site_name)
     return {"site_name": site_name, **await rotate_key(pool, uuid.UUID(site["site_id"]), rounds=rounds)}
 
@@ -149,9 +143,8 @@ def parse_site_changes(data: Any) -> dict[str, Any]:
     }
 
 
-async def update_site(pool: Any, site_name: str, changes: dict[str, Any]) -> dict[str, Any]:
-    async with db.unavailable_on_error(), pool.connection() as conn:
-        row = await (await conn.execute(db.query("update_site"), {**changes, "site_name": site_name})).fetchone()
+async def update_site(pool: db.Pool, site_name: str, changes: dict[str, Any]) -> dict[str, Any]:
+    row = await db.fetch_one(pool, "update_site", {**changes, "site_name": site_name})
     if row is None:
         current = await get_site_by_name(pool, site_name)
         raise Conflict(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from prometheus_client import Counter
 
@@ -21,13 +20,10 @@ REPUBLISHED = Counter("notify_messages_republished_total", "Stuck PENDING messag
 
 
 async def republish_stuck(
-    pool: Any, publisher: Publisher, kafka: KafkaSettings, *, older_than_s: float, limit: int = 500
+    pool: db.Pool, publisher: Publisher, kafka: KafkaSettings, *, older_than_s: float, limit: int = 500
 ) -> int:
     """Publish again the rows left PENDING longer than ``older_than_s``; return how many."""
-    async with db.unavailable_on_error(), pool.connection() as conn:
-        rows = await (
-            await conn.execute(db.query("claim_stuck_pending"), {"older_than_s": older_than_s, "limit": limit})
-        ).fetchall()
+    rows = await db.fetch_all(pool, "claim_stuck_pending", {"older_than_s": older_than_s, "limit": limit})
     if rows:
         await publisher.publish([wire(kafka, NotificationRecord.from_row(r)) for r in rows])
         REPUBLISHED.inc(len(rows))
@@ -35,7 +31,7 @@ async def republish_stuck(
     return len(rows)
 
 
-async def sweep_stuck_pending(pool: Any, publisher: Publisher, kafka: KafkaSettings, *, after_s: float) -> None:
+async def sweep_stuck_pending(pool: db.Pool, publisher: Publisher, kafka: KafkaSettings, *, after_s: float) -> None:
     """Run ``republish_stuck`` every half threshold (1 s to 60 s) until cancelled."""
     while True:
         await asyncio.sleep(min(60.0, max(1.0, after_s / 2)))

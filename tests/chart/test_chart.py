@@ -57,7 +57,11 @@ def partitions(objects: list[dict[str, Any]]) -> int:
     [
         (DEV, (), "notifications"),
         ((str(PRODUCTION_VALUES),), (), "notifications"),
-        (DEV, ("topicPrefix=acme", "email.consumerGroup=acme-mail", "whatsapp.consumerGroup=acme-wa"), "acme"),
+        (
+            DEV,
+            ("topicPrefix=acme", "workers.email.consumerGroup=acme-mail", "workers.whatsapp.consumerGroup=acme-wa"),
+            "acme",
+        ),
     ],
     ids=["dev", "production", "custom-names"],
 )
@@ -105,16 +109,16 @@ def test_default_workers_scale_to_zero_and_keda_owns_their_replicas() -> None:
 
 
 def test_max_replicas_above_partitions_fails_the_render_clearly() -> None:
-    message = render_fails(DEV, ("email.autoscaling.maxReplicaCount=7",))
-    assert "email.autoscaling.maxReplicaCount (7) is above kafka.topics.partitions (6)" in message
+    message = render_fails(DEV, ("workers.email.autoscaling.maxReplicaCount=7",))
+    assert "workers.email.autoscaling.maxReplicaCount (7) is above kafka.topics.partitions (6)" in message
     message = render_fails(DEV, ("kafka.topics.partitions=2",))
     assert "maxReplicaCount (6) is above kafka.topics.partitions (2)" in message
     # Raising the partitions makes the same maximum legal.
-    assert render(DEV, ("email.autoscaling.maxReplicaCount=7", "kafka.topics.partitions=7"))
+    assert render(DEV, ("workers.email.autoscaling.maxReplicaCount=7", "kafka.topics.partitions=7"))
 
 
 def test_without_keda_workers_get_a_fixed_replica_count() -> None:
-    objects = render(DEV, ("keda.enabled=false", "email.replicaCount=3", "whatsapp.replicaCount=2"))
+    objects = render(DEV, ("keda.enabled=false", "workers.email.replicaCount=3", "workers.whatsapp.replicaCount=2"))
     assert not by_kind(objects, "ScaledObject") and not by_kind(objects, "TriggerAuthentication")
     assert named(objects, "Deployment", f"{FULLNAME}-email")["spec"]["replicas"] == 3
     assert named(objects, "Deployment", f"{FULLNAME}-whatsapp")["spec"]["replicas"] == 2
@@ -190,7 +194,10 @@ def test_helm_test_pod_runs_only_against_the_sandbox() -> None:
 
 # --- the sandbox: only when asked for ------------------------------------------------------------------------
 
-PROVIDER_SECRETS = ("email.sendgrid.existingSecret=providers", "whatsapp.wasender.existingSecret=providers")
+PROVIDER_SECRETS = (
+    "workers.email.sendgrid.existingSecret=providers",
+    "workers.whatsapp.wasender.existingSecret=providers",
+)
 
 
 def provider_urls(objects: list[dict[str, Any]]) -> dict[str, str]:
@@ -202,11 +209,11 @@ def provider_urls(objects: list[dict[str, Any]]) -> dict[str, str]:
 def test_a_plain_install_asks_for_the_provider_secrets_or_the_sandbox() -> None:
     message = render_fails()
     assert "sandbox.enabled is false (the default)" in message
-    assert "email.sendgrid.existingSecret" in message and "whatsapp.wasender.existingSecret" in message
+    assert "workers.email.sendgrid.existingSecret" in message and "workers.whatsapp.wasender.existingSecret" in message
     assert "--values charts/notify/ci/dev-values.yaml" in message and "--set sandbox.enabled=true" in message
     assert (ROOT / "charts" / "notify" / "ci" / "dev-values.yaml") == DEV_VALUES  # the file the message names
     only = render_fails(sets=(PROVIDER_SECRETS[0],))  # one channel's Secret named: only the other is asked for
-    assert "whatsapp.wasender.existingSecret" in only and "email.sendgrid.existingSecret" not in only
+    assert "workers.whatsapp.wasender.existingSecret" in only and "workers.email.sendgrid.existingSecret" not in only
 
 
 def test_by_default_the_workers_deliver_to_the_real_providers_and_no_sandbox_runs() -> None:
@@ -374,9 +381,13 @@ def test_notes_tell_how_to_reach_the_api_and_get_the_token(tmp_path: Path) -> No
     ("setting", "complaint"),
     [
         ("api.replicaCont=3", "additional properties 'replicaCont' not allowed"),
-        ("emial.enabled=false", "additional properties 'emial' not allowed"),
+        ("workers.emial.enabled=false", "additional properties 'emial' not allowed"),
+        ("workers.email.replicaCont=3", "additional properties 'replicaCont' not allowed"),
+        ("workerDefaults.replicaCont=3", "additional properties 'replicaCont' not allowed"),
+        ("email.enabled=false", "additional properties 'email' not allowed"),  # the paths of chart 0.2
         ("kafka.mode=embeded", "kafka/mode"),
-        ("email.autoscaling.lagThreshold=50", "got number, want string"),
+        ("workers.email.autoscaling.lagThreshold=50", "got number, want string"),
+        ("workerDefaults.autoscaling.lagThreshold=50", "got number, want string"),
         ("kafka.external.securityProtocol=SASL", "securityProtocol"),
     ],
 )
@@ -414,7 +425,7 @@ def test_every_value_is_documented_in_values_and_schema() -> None:
         for key, value in values.items():
             path = f"{prefix}.{key}" if prefix else key
             assert key in node["properties"], f"{path} is missing from values.schema.json"
-            child = node["properties"][key]
+            child = resolve(schema, node["properties"][key])
             if isinstance(value, dict) and "properties" in child and path not in documented:
                 check(value, child, path)
             else:
@@ -422,6 +433,74 @@ def test_every_value_is_documented_in_values_and_schema() -> None:
                 assert child.get("description"), f"values.schema.json: {path} has no description"
 
     check(yaml.safe_load(text), schema, "")
+
+
+def resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """A schema node with its local `$ref` followed (a workers entry points at the settings of workerDefaults)."""
+    while "$ref" in node:
+        target: Any = schema
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def test_every_worker_setting_can_be_set_for_one_channel() -> None:
+    """Each `workers` entry accepts every `workerDefaults` key (with the same schema), besides its own keys."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    shared = schema["properties"]["workerDefaults"]["properties"]
+    entries = schema["properties"]["workers"]["properties"]
+    assert set(entries) == set(yaml.safe_load((CHART / "values.yaml").read_text())["workers"]) == set(CHANNELS)
+    for channel, entry in entries.items():
+        assert set(shared) <= set(entry["properties"]), f"workers.{channel} cannot override {set(shared) - set(entry)}"
+        for key, setting in shared.items():
+            own = resolve(schema, entry["properties"][key])
+            if key == "resources":  # merged over the defaults: either half alone is enough
+                assert {k: resolve(schema, v) for k, v in own["properties"].items()} == setting["properties"]
+            else:
+                assert own == setting, f"workers.{channel}.{key}"
+
+
+def test_each_worker_is_its_entry_merged_over_the_defaults() -> None:
+    objects = render(
+        DEV,
+        (
+            "workerDefaults.concurrency=8",
+            "workers.whatsapp.concurrency=4",
+            "workerDefaults.rateLimitPerSecond=5",
+            "workers.email.rateLimitPerSecond=0",  # a zero (or false, or empty) in the entry wins too
+            "workerDefaults.podAnnotations.shared=yes",
+            "workers.email.podAnnotations.own=yes",
+            "workerDefaults.tolerations[0].key=shared",
+            "workers.email.tolerations[0].key=own",  # a list is replaced, not merged
+            "workers.email.resources.limits.cpu=2",  # a map is merged key by key
+        ),
+    )
+    email, whatsapp = (named(objects, "Deployment", f"{FULLNAME}-{c}") for c in CHANNELS)
+    email_env, whatsapp_env = (env_of(next(containers(d, init=False))) for d in (email, whatsapp))
+    assert (email_env["WORKER_CONCURRENCY"], whatsapp_env["WORKER_CONCURRENCY"]) == ("8", "4")
+    assert (email_env["PROVIDER_RATE_PER_SEC"], whatsapp_env["PROVIDER_RATE_PER_SEC"]) == ("0", "1")
+    annotations = [d["spec"]["template"]["metadata"]["annotations"] for d in (email, whatsapp)]
+    assert annotations[0]["shared"] == annotations[0]["own"] == "yes" and annotations[1]["shared"] == "yes"
+    assert "own" not in annotations[1]
+    assert [pod_spec(d)["tolerations"] for d in (email, whatsapp)] == [[{"key": "own"}], [{"key": "shared"}]]
+    resources = [next(containers(d))["resources"] for d in (email, whatsapp)]
+    assert resources[0] == {"requests": {"cpu": "100m", "memory": "192Mi"}, "limits": {"cpu": 2, "memory": "512Mi"}}
+    assert resources[1] == {"requests": {"cpu": "50m", "memory": "160Mi"}, "limits": {"cpu": "500m", "memory": "384Mi"}}
+
+
+def test_templates_take_the_channels_from_the_workers_map() -> None:
+    """No template names a channel: each one comes from `workers` (comments and the prose of NOTES.txt aside)."""
+    names = re.compile(r"\b(" + "|".join(CHANNELS) + r")\b", re.IGNORECASE)
+    for path in sorted((CHART / "templates").rglob("*")):
+        if not path.is_file():
+            continue
+        code = re.sub(r"\{\{-? */\*.*?\*/ *-?\}\}", "", path.read_text(), flags=re.DOTALL)
+        if path.name == "NOTES.txt":  # text for people: only its template actions count
+            code = "\n".join(re.findall(r"\{\{.*?\}\}", code, flags=re.DOTALL))
+        for line in code.splitlines():
+            if not line.lstrip().startswith("#"):
+                assert not names.search(line), f"{path.relative_to(CHART)}: {line.strip()}"
 
 
 # --- the deployables accept what the chart gives them -------------------------------------------------------
@@ -478,26 +557,27 @@ def test_each_documented_value_reaches_its_variable() -> None:
     overrides: dict[str, Any] = {}
     expected: dict[tuple[str, str], str] = {}
     for n, (path, var) in enumerate(sorted(mapping.items())):
-        if (
-            path.split(".")[0] not in ("api", "email", "whatsapp", "sandbox")
-            or "existingSecret" in path
-            or path.endswith("apiUrl")
-        ):
+        owners = value_owners(defaults, path)
+        if not owners or "existingSecret" in path or path.endswith("apiUrl"):
             continue
         current = get_path(defaults, path)
         if isinstance(current, list):  # a list value is one comma-separated variable; helm's --set a={x}
             set_path(overrides, path, f"{{10.{n}.0.0/16}}")
-            expected[(path.split(".")[0], var)] = f"10.{n}.0.0/16"
+            expected.update({(owner, var): f"10.{n}.0.0/16" for owner in owners})
             continue
         new: Any = current + 7 + n if isinstance(current, int | float) else f"x{n}@example.com"
         set_path(overrides, path, new)
-        expected[(path.split(".")[0], var)] = str(new)
+        expected.update({(owner, var): str(new) for owner in owners})
     overrides.setdefault("sandbox", {})["enabled"] = False
-    overrides["email"].setdefault("sendgrid", {}).update(existingSecret="s")
-    overrides["whatsapp"].setdefault("wasender", {}).update(existingSecret="s")
+    overrides["workers"]["email"].setdefault("sendgrid", {}).update(existingSecret="s")
+    overrides["workers"]["whatsapp"].setdefault("wasender", {}).update(existingSecret="s")
     sets = tuple(f"{p}={v}" for p, v in flatten(overrides))
     objects = render(
-        sets=(*sets, "email.terminationGracePeriodSeconds=300", "whatsapp.terminationGracePeriodSeconds=300")
+        sets=(
+            *sets,
+            "workers.email.terminationGracePeriodSeconds=300",
+            "workers.whatsapp.terminationGracePeriodSeconds=300",
+        )
     )
     for (owner, var), value in expected.items():
         if owner == "sandbox":
@@ -505,6 +585,27 @@ def test_each_documented_value_reaches_its_variable() -> None:
         container = next(containers(named(objects, "Deployment", f"{FULLNAME}-{owner}"), init=False))
         assert env_of(container).get(var) == value, f"{owner}: {var}"
     assert len(expected) >= 30
+
+
+def value_owners(defaults: dict[str, Any], path: str) -> list[str]:
+    """The deployables whose variable a value sets: a component's own values go to it, a `workers` entry's to that
+    worker, a `workerDefaults` value to every worker whose entry does not set the same key itself."""
+    top, _, rest = path.partition(".")
+    if top in ("api", "sandbox"):
+        return [top]
+    if top == "workers":
+        return [rest.split(".")[0]]
+    if top == "workerDefaults":
+        return [channel for channel, entry in defaults["workers"].items() if not has_path(entry, rest)]
+    return []
+
+
+def has_path(node: Any, path: str) -> bool:
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def mapped_values(text: str) -> dict[str, str]:

