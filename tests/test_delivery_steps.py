@@ -15,7 +15,8 @@ import pytest
 
 from lib.adapters import db
 from lib.common.settings import DatabaseSettings, Secret
-from lib.delivery.pipeline import DeliveryContext, DeliveryStore, ProviderTurn, handle
+from lib.delivery.pipeline import DeliveryContext, ProviderTurn, handle
+from lib.delivery.store import DeliveryStore
 from lib.domain.notification import NotificationRecord, OutgoingMessage
 from tests.conftest import EMAIL, key_headers, register
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from lib.adapters.providers.wasender import WASenderSettings
 from lib.common.settings import Env
-from lib.delivery.worker import WorkerSettings
+from lib.delivery.settings import WorkerSettings
 
 
 @dataclass(frozen=True)

@@ -22,36 +22,19 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, TypeVar
 
-from prometheus_client import Counter, Gauge, Histogram
-
-from lib.adapters import db
 from lib.adapters.kafka import Publisher
 from lib.adapters.providers import DeliveryError, Provider
-from lib.common.batching import Batcher
 from lib.common.ratelimit import TokenBucket
 from lib.common.resilience import CircuitBreaker, RetryPolicy
+from lib.delivery.decisions import ProviderHealth, decide
+from lib.delivery.metrics import CIRCUIT_STATE, DEAD_LETTERED, DELIVERIES, POSSIBLE_RESENDS, PROVIDER_SECONDS, RETRIES
+from lib.delivery.store import Store
 from lib.domain.errors import NotifyError
 from lib.domain.notification import NotificationRecord, OutgoingMessage
 from lib.domain.vocabulary import MessageStatus
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-DELIVERIES = Counter("notify_worker_deliveries_total", "Messages finished, by outcome", ["channel", "outcome"])
-PROVIDER_SECONDS = Histogram(
-    "notify_worker_provider_seconds",
-    "Provider call latency",
-    ["channel"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
-RETRIES = Counter("notify_worker_retries_total", "Provider calls retried after a temporary failure", ["channel"])
-DEAD_LETTERED = Counter("notify_worker_dead_lettered_total", "Records written to the dead-letter topic", ["channel"])
-POSSIBLE_RESENDS = Counter(
-    "notify_worker_possible_resends_total",
-    "Messages taken over from an expired claim whose holder may have been inside a provider call",
-    ["channel"],
-)
-CIRCUIT_STATE = Gauge("notify_worker_circuit_state", "0 closed, 1 half-open, 2 open", ["channel"])
 
 
 class Outcome(Enum):
@@ -61,68 +44,10 @@ class Outcome(Enum):
     RELEASED = "released"  # given back on shutdown: not finished, offset not committed
 
 
-class DeliveryStore:
-    """The worker's reads and writes of ``message_logs``; every write is guarded by the claim."""
-
-    def __init__(self, pool: db.Pool, worker_id: str, lease_s: float) -> None:
-        self.pool = pool
-        self.worker_id = worker_id
-        self.lease_s = lease_s
-        # Claims and SENT writes of messages handled at the same moment share one statement each.
-        self._claims: Batcher[uuid.UUID, dict[str, Any] | None] = Batcher(self._claim_batch)
-        self._sent: Batcher[tuple[uuid.UUID, str], bool] = Batcher(self._sent_batch)
-
-    async def _one(self, name: str, **params: Any) -> dict[str, Any] | None:
-        return await db.fetch_one(self.pool, name, params)
-
-    async def claim(self, message_id: uuid.UUID) -> dict[str, Any] | None:
-        """The claimed row, or None when the message is not free to take."""
-        return await self._claims.submit(message_id)
-
-    async def _claim_batch(self, ids: list[uuid.UUID]) -> list[dict[str, Any] | None]:
-        params = {"ids": ids, "worker": self.worker_id, "lease_s": self.lease_s}
-        rows = {r["id"]: r for r in await db.fetch_all(self.pool, "claim_messages", params)}
-        return [rows.get(message_id) for message_id in ids]
-
-    async def state(self, message_id: uuid.UUID) -> dict[str, Any] | None:
-        return await self._one("message_state", id=message_id)
-
-    async def start_attempt(self, message_id: uuid.UUID) -> bool:
-        row = await self._one("start_attempt", id=message_id, worker=self.worker_id, lease_s=self.lease_s)
-        return row is not None
-
-    async def renew(self, message_id: uuid.UUID) -> bool:
-        return await self._one("renew_lease", id=message_id, worker=self.worker_id, lease_s=self.lease_s) is not None
-
-    async def record_error(self, message_id: uuid.UUID, entry: dict[str, Any]) -> None:
-        params = {"id": message_id, "worker": self.worker_id, "error": entry["error"], "entry": json.dumps([entry])}
-        await db.execute(self.pool, "record_attempt_error", params)
-
-    async def mark_failed(self, message_id: uuid.UUID, code: str, error: str, entry: dict[str, Any]) -> bool:
-        row = await self._one(
-            "mark_failed", id=message_id, worker=self.worker_id, code=code, error=error, entry=json.dumps([entry])
-        )
-        return row is not None
-
-    async def mark_unknown_failed(self, message_id: uuid.UUID, code: str, error: str) -> None:
-        await self._one("mark_unknown_failed", id=message_id, code=code, error=error)
-
-    async def release(self, message_ids: list[uuid.UUID]) -> None:
-        await db.execute(self.pool, "release_claims", {"ids": message_ids, "worker": self.worker_id})
-
-    async def mark_sent(self, message_id: uuid.UUID, provider_message_id: str) -> bool:
-        return await self._sent.submit((message_id, provider_message_id))
-
-    async def _sent_batch(self, items: list[tuple[uuid.UUID, str]]) -> list[bool]:
-        params = {"ids": [i[0] for i in items], "provider_ids": [i[1] for i in items], "worker": self.worker_id}
-        written = {r["id"] for r in await db.fetch_all(self.pool, "mark_sent_many", params)}
-        return [message_id in written for message_id, _ in items]
-
-
 @dataclass
 class DeliveryContext:
     channel: str
-    store: DeliveryStore
+    store: Store
     provider: Provider
     dead_letters: Publisher
     dlq_topic: str
@@ -249,6 +174,26 @@ async def _claim_or_skip(ctx: DeliveryContext, message_id: uuid.UUID) -> dict[st
         await ctx.sleep(min(max(remaining, 0.2), 5.0))
 
 
+@dataclass
+class Delivery:
+    """One message on its way through the steps: the record it came in, the row's content, and its attempts."""
+
+    ctx: DeliveryContext
+    raw: bytes  # the Kafka record as it came (a dead letter carries it)
+    key: bytes
+    message_id: uuid.UUID
+    turn: ProviderTurn
+    message: OutgoingMessage | None = None  # from the claimed row
+    attempts: int = 0
+    retries: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def log_extra(self) -> dict[str, Any]:
+        site_id = self.message.site_id if self.message else None
+        return {"message_id": str(self.message_id), "site_id": site_id, "channel": self.ctx.channel}
+
+
 async def handle(raw: bytes, key: bytes, ctx: DeliveryContext) -> Outcome:
     """Deliver the message a Kafka record names; return how it ended."""
     try:
@@ -259,111 +204,95 @@ async def handle(raw: bytes, key: bytes, ctx: DeliveryContext) -> Outcome:
         )
         DELIVERIES.labels(ctx.channel, "failed").inc()
         return Outcome.FAILED
-    message_id = uuid.UUID(record.message_id)
-    turn = ProviderTurn(ctx.provider_slots)
+    delivery = Delivery(ctx, raw, key, uuid.UUID(record.message_id), ProviderTurn(ctx.provider_slots))
     try:
-        await turn.take()  # waiting for a slot holds no claim: cancelling here leaves nothing behind
-        return await _claim_and_deliver(ctx, raw, key, record, message_id, turn)
+        await delivery.turn.take()  # waiting for a slot holds no claim: cancelling here leaves nothing behind
+        return await _claim_and_deliver(delivery)
     finally:
-        turn.done()
+        delivery.turn.done()
 
 
-async def _claim_and_deliver(
-    ctx: DeliveryContext, raw: bytes, key: bytes, record: NotificationRecord, message_id: uuid.UUID, turn: ProviderTurn
-) -> Outcome:
+async def _claim_and_deliver(delivery: Delivery) -> Outcome:
+    ctx = delivery.ctx
     try:
-        row = await _claim_or_skip(ctx, message_id)
+        row = await _claim_or_skip(ctx, delivery.message_id)
     except asyncio.CancelledError:
         # Shutdown while claiming: a claim that committed as we were cancelled is given back (a no-op if not).
-        await asyncio.shield(ctx.store.release([message_id]))
+        await asyncio.shield(ctx.store.release([delivery.message_id]))
         raise
     if row is None:
         DELIVERIES.labels(ctx.channel, "skipped").inc()
         return Outcome.SKIPPED
+    delivery.message = OutgoingMessage.from_row(row)  # the row, never the record: see lib.domain.notification
+    delivery.attempts = row["attempts"]
     if row["old_status"] == MessageStatus.PROCESSING and row["old_attempts"] > 0:
         POSSIBLE_RESENDS.labels(ctx.channel).inc()
-        log.warning(
-            "taking over an expired claim; the message may be sent twice",
-            extra={"message_id": record.message_id, "site_id": record.site_id},
-        )
-    message = OutgoingMessage.from_row(row)  # the row, never the record: see lib.domain.notification
+        log.warning("taking over an expired claim; the message may be sent twice", extra=delivery.log_extra)
     try:
-        return await _deliver(ctx, raw, key, message, row["attempts"], turn)
+        return await _deliver(delivery)
     except asyncio.CancelledError:
         # Shutdown while waiting (backoff, breaker, rate limit): give the message back at once.
-        await asyncio.shield(ctx.store.release([message_id]))
+        await asyncio.shield(ctx.store.release([delivery.message_id]))
         raise
 
 
-async def _deliver(
-    ctx: DeliveryContext, raw: bytes, key: bytes, message: OutgoingMessage, attempts: int, turn: ProviderTurn
-) -> Outcome:
-    message_id = uuid.UUID(message.message_id)
-    errors: list[dict[str, Any]] = []
-    retries = 0
+async def _deliver(delivery: Delivery) -> Outcome:
+    ctx = delivery.ctx
     while True:
-        await turn.take()  # a retry takes a slot again (still cancellable: the claim is given back)
-        await _wait_for_turn(ctx, message_id)
+        await delivery.turn.take()  # a retry takes a slot again (still cancellable: the claim is given back)
+        await _wait_for_turn(ctx, delivery.message_id)
         # From the provider call until its outcome is written, shutdown must wait for this message, not
         # cancel it: cancelling here could put back a message the provider already has.
         ctx.on_call_state(True)
         try:
-            outcome = await _attempt(ctx, raw, key, message, attempts, errors, retries, turn)
+            outcome = await _attempt(delivery)
         finally:
             ctx.on_call_state(False)
         if isinstance(outcome, Outcome):
             return outcome
-        retries += 1
+        delivery.retries += 1
         await ctx.sleep(outcome)
-        if not await _settle_first(ctx.store.start_attempt(message_id)):
+        if not await _settle_first(ctx.store.start_attempt(delivery.message_id)):
             return Outcome.SKIPPED  # our claim was taken over (we stalled past the lease)
-        attempts += 1
+        delivery.attempts += 1
 
 
-async def _attempt(
-    ctx: DeliveryContext,
-    raw: bytes,
-    key: bytes,
-    message: OutgoingMessage,
-    attempts: int,
-    errors: list[dict[str, Any]],
-    retries: int,
-    turn: ProviderTurn,
-) -> Outcome | float:
+async def _attempt(delivery: Delivery) -> Outcome | float:
     """One provider call and the write of its outcome: an Outcome when done, else the delay before a retry."""
-    message_id = uuid.UUID(message.message_id)
-    log_extra = {"message_id": message.message_id, "site_id": message.site_id, "channel": ctx.channel}
+    ctx, message_id = delivery.ctx, delivery.message_id
+    assert delivery.message is not None
     try:
-        provider_id = await _call(ctx, message)
+        provider_id = await _call(ctx, delivery.message)
     except DeliveryError as exc:
-        turn.done()
-        entry = _entry(attempts, exc)
-        errors.append(entry)
-        if exc.code == "provider_rate_limited":
-            ctx.breaker.hold(exc.retry_after_s or ctx.policy.base_delay_s)
-        elif exc.temporary:
+        delivery.turn.done()
+        entry = _entry(delivery.attempts, exc)
+        delivery.errors.append(entry)
+        decision = decide(exc, delivery.retries, ctx.policy)
+        if decision.health is ProviderHealth.HOLD:
+            ctx.breaker.hold(decision.hold_s)
+        elif decision.health is ProviderHealth.FAILURE:
             ctx.breaker.record_failure()
         else:
             ctx.breaker.record_neutral()
-        if exc.temporary and ctx.policy.should_retry(retries):
+        if decision.retry:
             await ctx.store.record_error(message_id, entry)
             RETRIES.labels(ctx.channel).inc()
-            delay = ctx.policy.delay_s(retries + 1, exc.retry_after_s)
-            log.info("provider call failed; retrying", extra={**log_extra, "error": exc.message, "delay_s": delay})
-            return delay
-        code = exc.code if not exc.temporary else "retries_exhausted"
-        await _dead_letter(ctx, raw, key, errors, attempts, code)
+            extra = {**delivery.log_extra, "error": exc.message, "delay_s": decision.delay_s}
+            log.info("provider call failed; retrying", extra=extra)
+            return decision.delay_s
+        code = decision.failure_code or "retries_exhausted"
+        await _dead_letter(ctx, delivery.raw, delivery.key, delivery.errors, delivery.attempts, code)
         await ctx.store.mark_failed(message_id, code, exc.message, entry)
         DELIVERIES.labels(ctx.channel, "failed").inc()
-        log.warning(
-            "message failed", extra={**log_extra, "error": exc.message, "failure_code": code, "attempts": attempts}
-        )
+        extra = {**delivery.log_extra, "error": exc.message, "failure_code": code, "attempts": delivery.attempts}
+        log.warning("message failed", extra=extra)
         return Outcome.FAILED
-    turn.done()
+    delivery.turn.done()
     ctx.breaker.record_success()
     await _write_sent(ctx, message_id, provider_id)
     DELIVERIES.labels(ctx.channel, "sent").inc()
-    log.info("message sent", extra={**log_extra, "provider_message_id": provider_id, "attempts": attempts})
+    extra = {**delivery.log_extra, "provider_message_id": provider_id, "attempts": delivery.attempts}
+    log.info("message sent", extra=extra)
     return Outcome.SENT
 
 

@@ -452,7 +452,8 @@ def test_every_worker_setting_can_be_set_for_one_channel() -> None:
     entries = schema["properties"]["workers"]["properties"]
     assert set(entries) == set(yaml.safe_load((CHART / "values.yaml").read_text())["workers"]) == set(CHANNELS)
     for channel, entry in entries.items():
-        assert set(shared) <= set(entry["properties"]), f"workers.{channel} cannot override {set(shared) - set(entry)}"
+        missing = set(shared) - set(entry["properties"])
+        assert not missing, f"workers.{channel} cannot override {sorted(missing)}"
         for key, setting in shared.items():
             own = resolve(schema, entry["properties"][key])
             if key == "resources":  # merged over the defaults: either half alone is enough
@@ -468,7 +469,7 @@ def test_each_worker_is_its_entry_merged_over_the_defaults() -> None:
             "workerDefaults.concurrency=8",
             "workers.whatsapp.concurrency=4",
             "workerDefaults.rateLimitPerSecond=5",
-            "workers.email.rateLimitPerSecond=0",  # a zero (or false, or empty) in the entry wins too
+            "workers.email.rateLimitPerSecond=0",  # a zero in the entry wins too (as does a false)
             "workerDefaults.podAnnotations.shared=yes",
             "workers.email.podAnnotations.own=yes",
             "workerDefaults.tolerations[0].key=shared",
@@ -660,13 +661,13 @@ SETTINGS_SOURCES = {
     "api": ["functions/api/settings.py", "lib/common/settings.py"],
     "email": [
         "functions/email/settings.py",
-        "lib/delivery/worker.py",
+        "lib/delivery/settings.py",
         "lib/common/settings.py",
         "lib/adapters/providers/sendgrid.py",
     ],
     "whatsapp": [
         "functions/whatsapp/settings.py",
-        "lib/delivery/worker.py",
+        "lib/delivery/settings.py",
         "lib/common/settings.py",
         "lib/adapters/providers/wasender.py",
     ],

@@ -107,15 +107,19 @@ key: postgres-password
 {{- end }}
 {{- end }}
 
-{{/* (dict "ctx" $ "channel" "email") -> name/key of the provider key */}}
+{{/* The key a generated provider API key has in the generated Secret: (the provider's name) */}}
+{{- define "notify.generatedProviderKey" -}}
+{{- printf "%s-api-key" . }}
+{{- end }}
+
+{{/* (dict "ctx" $ "provider" "sendgrid" "settings" $w.sendgrid) -> name/key of the provider's API key */}}
 {{- define "notify.providerKeySecret" -}}
-{{- $provider := ternary .ctx.Values.email.sendgrid .ctx.Values.whatsapp.wasender (eq .channel "email") }}
-{{- if $provider.existingSecret -}}
-name: {{ $provider.existingSecret }}
-key: {{ $provider.existingSecretKey }}
+{{- if .settings.existingSecret -}}
+name: {{ .settings.existingSecret }}
+key: {{ .settings.existingSecretKey }}
 {{- else -}}
 name: {{ include "notify.generatedSecretName" .ctx }}
-key: {{ ternary "sendgrid-api-key" "wasender-api-key" (eq .channel "email") }}
+key: {{ include "notify.generatedProviderKey" .provider }}
 {{- end }}
 {{- end }}
 
@@ -279,39 +283,110 @@ readinessProbe:
 {{- if eq . "external" }}pre-install,pre-upgrade{{ else }}post-install,pre-upgrade{{ end }}
 {{- end }}
 
+{{/* ---------------------------------------------------------------- channel workers
+
+One entry of .Values.workers per channel (the entry's key). A worker's settings are its entry merged over
+.Values.workerDefaults (maps key by key; the entry's scalars and lists win, a 0 or a false too), written out where
+they are read: `$w := mergeOverwrite (deepCopy $.Values.workerDefaults) (deepCopy $entry)`. Not a helper: a helper
+returns text, and the round trip through YAML or JSON would turn integers into floats. `enabled`, `image`,
+`consumerGroup` and the provider's block live in the entry only. */}}
+
+{{/* The channels whose worker is deployed, sorted: a JSON list (use with fromJsonArray). */}}
+{{- define "notify.enabledWorkers" -}}
+{{- $enabled := list }}
+{{- range $channel, $entry := .Values.workers }}
+{{- if $entry.enabled }}
+{{- $enabled = append $enabled $channel }}
+{{- end }}
+{{- end }}
+{{- toJson $enabled }}
+{{- end }}
+
+{{/* The providers a worker can deliver through: the key of the provider's block in a workers entry -> its name in
+     messages. Each has its environment in "notify.providerEnv.<key>". */}}
+{{- define "notify.providers" -}}
+sendgrid: SendGrid
+wasender: WASender
+{{- end }}
+
+{{/* The provider of one worker: the one provider block its entry holds. (dict "channel" "email" "worker" $entry) */}}
+{{- define "notify.workerProvider" -}}
+{{- $providers := include "notify.providers" . | fromYaml }}
+{{- $found := list }}
+{{- range $provider, $_ := $providers }}
+{{- if hasKey $.worker $provider }}
+{{- $found = append $found $provider }}
+{{- end }}
+{{- end }}
+{{- if ne (len $found) 1 }}
+{{- fail (printf "workers.%s must hold the block of exactly one provider (%s)" .channel (keys $providers | sortAlpha | join ", ")) }}
+{{- end }}
+{{- first $found }}
+{{- end }}
+
+{{/* SendGrid's settings of a worker: (dict "ctx" $ "settings" $w.sendgrid) */}}
+{{- define "notify.providerEnv.sendgrid" -}}
+- name: SENDGRID_API_URL
+  value: {{ ternary (include "notify.sandboxUrl" .ctx) .settings.apiUrl .ctx.Values.sandbox.enabled | quote }}
+- name: SENDGRID_FROM
+  value: {{ .settings.from | quote }}
+- name: SENDGRID_FROM_NAME
+  value: {{ .settings.fromName | quote }}
+- name: SENDGRID_REPLY_TO
+  value: {{ .settings.replyTo | quote }}
+- name: SENDGRID_API_KEY
+  valueFrom:
+    secretKeyRef:
+      {{- include "notify.providerKeySecret" (dict "ctx" .ctx "provider" "sendgrid" "settings" .settings) | nindent 6 }}
+{{- end }}
+
+{{/* WASender's settings of a worker: (dict "ctx" $ "settings" $w.wasender); the sandbox serves its API under /api. */}}
+{{- define "notify.providerEnv.wasender" -}}
+- name: WASENDER_API_URL
+  value: {{ ternary (printf "%s/api" (include "notify.sandboxUrl" .ctx)) .settings.apiUrl .ctx.Values.sandbox.enabled | quote }}
+- name: WASENDER_API_KEY
+  valueFrom:
+    secretKeyRef:
+      {{- include "notify.providerKeySecret" (dict "ctx" .ctx "provider" "wasender" "settings" .settings) | nindent 6 }}
+{{- end }}
+
 {{/* ---------------------------------------------------------------- render-time checks */}}
 
 {{- define "notify.validate" -}}
 {{- $partitions := int .Values.kafka.topics.partitions }}
-{{- range $channel := list "email" "whatsapp" }}
-{{- $w := index $.Values $channel }}
+{{- $providers := include "notify.providers" . | fromYaml }}
+{{- $groups := dict }}
+{{- $missing := list }}
+{{- $switches := list }}
+{{- range $channel, $entry := .Values.workers }}
+{{- $w := mergeOverwrite (deepCopy $.Values.workerDefaults) (deepCopy $entry) }}
+{{- $path := printf "workers.%s" $channel }}
+{{- $switches = append $switches (printf "%s.enabled" $path) }}
 {{- if and $w.enabled $.Values.keda.enabled (gt (int $w.autoscaling.maxReplicaCount) $partitions) }}
-{{- fail (printf "%s.autoscaling.maxReplicaCount (%d) is above kafka.topics.partitions (%d): a consumer group never uses more consumers than its topic has partitions; lower maxReplicaCount or raise the partition count" $channel (int $w.autoscaling.maxReplicaCount) $partitions) }}
+{{- fail (printf "%s.autoscaling.maxReplicaCount (%d) is above kafka.topics.partitions (%d): a consumer group never uses more consumers than its topic has partitions; lower maxReplicaCount or raise the partition count" $path (int $w.autoscaling.maxReplicaCount) $partitions) }}
 {{- end }}
 {{- if and $w.enabled $.Values.keda.enabled (gt (int $w.autoscaling.minReplicaCount) (int $w.autoscaling.maxReplicaCount)) }}
-{{- fail (printf "%s.autoscaling.minReplicaCount is above its maxReplicaCount" $channel) }}
+{{- fail (printf "%s.autoscaling.minReplicaCount is above its maxReplicaCount" $path) }}
 {{- end }}
 {{- if and $w.enabled $.Values.keda.enabled (gt (int $w.autoscaling.fallback.replicas) (int $w.autoscaling.maxReplicaCount)) }}
-{{- fail (printf "%s.autoscaling.fallback.replicas is above its maxReplicaCount" $channel) }}
+{{- fail (printf "%s.autoscaling.fallback.replicas is above its maxReplicaCount" $path) }}
 {{- end }}
 {{- if and $w.enabled (ge (int $w.shutdownGraceSeconds) (int $w.terminationGracePeriodSeconds)) }}
-{{- fail (printf "%s.shutdownGraceSeconds must be below %s.terminationGracePeriodSeconds, or in-flight messages are killed mid-send" $channel $channel) }}
+{{- fail (printf "%s.shutdownGraceSeconds must be below %s.terminationGracePeriodSeconds, or in-flight messages are killed mid-send" $path $path) }}
+{{- end }}
+{{- if $w.enabled }}
+{{- with index $groups $w.consumerGroup }}
+{{- fail (printf "workers.%s.consumerGroup and %s.consumerGroup must differ" . $path) }}
+{{- end }}
+{{- $_ := set $groups $w.consumerGroup $channel }}
+{{- $provider := include "notify.workerProvider" (dict "channel" $channel "worker" $entry) }}
+{{- if not (index $w $provider).existingSecret }}
+{{- $missing = append $missing (printf "%s.%s.existingSecret (the %s API key)" $path $provider (index $providers $provider)) }}
 {{- end }}
 {{- end }}
-{{- if and .Values.email.enabled .Values.whatsapp.enabled (eq .Values.email.consumerGroup .Values.whatsapp.consumerGroup) }}
-{{- fail "email.consumerGroup and whatsapp.consumerGroup must differ" }}
 {{- end }}
-{{- if not .Values.sandbox.enabled }}
-{{- $missing := list }}
-{{- if and .Values.email.enabled (not .Values.email.sendgrid.existingSecret) }}
-{{- $missing = append $missing "email.sendgrid.existingSecret (the SendGrid API key)" }}
-{{- end }}
-{{- if and .Values.whatsapp.enabled (not .Values.whatsapp.wasender.existingSecret) }}
-{{- $missing = append $missing "whatsapp.wasender.existingSecret (the WASender API key)" }}
-{{- end }}
-{{- if $missing }}
-{{- fail (printf "sandbox.enabled is false (the default), so the workers deliver to the real providers: set %s, naming existing Secrets (a key is never a plain value), or turn a channel off (email.enabled / whatsapp.enabled=false); or, to deliver to the built-in fake providers (dev, CI, helm test), install with --values charts/notify/ci/dev-values.yaml or --set sandbox.enabled=true" (join " and " $missing)) }}
-{{- end }}
+{{- if and (not .Values.sandbox.enabled) $missing }}
+{{- fail (printf "sandbox.enabled is false (the default), so the workers deliver to the real providers: set %s, naming existing Secrets (a key is never a plain value), or turn a channel off (%s=false); or, to deliver to the built-in fake providers (dev, CI, helm test), install with --values charts/notify/ci/dev-values.yaml or --set sandbox.enabled=true" (join " and " $missing) (join " / " $switches)) }}
 {{- end }}
 {{- if eq .Values.kafka.mode "external" }}
 {{- if not .Values.kafka.external.bootstrapServers }}

@@ -8,7 +8,7 @@ import pytest
 from lib.adapters.providers import error_for_response, error_for_transport, parse_retry_after
 from lib.common.ratelimit import TokenBucket
 from lib.common.resilience import CircuitBreaker, CircuitState, RetryPolicy
-from lib.delivery.worker import OffsetTracker
+from lib.delivery.offsets import OffsetTracker
 
 
 class Clock:

@@ -6,7 +6,7 @@ import ast
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOYABLES = sorted(p.name for p in (ROOT / "functions").iterdir() if (p / "__init__.py").exists())
 ENV_READ = re.compile(r'env\.(?:text|secret|integer|number|flag)\("([A-Z0-9_]+)"')
 
@@ -84,3 +84,17 @@ def test_sql_lives_in_db_files() -> None:
             continue
         text = path.read_text()
         assert not re.search(r'"\s*(UPDATE|INSERT INTO|DELETE FROM)\s', text), f"inline SQL in {path.relative_to(ROOT)}"
+
+
+SERVICE_FIXTURES = {"pg_dsn", "kafka_settings", "api_url", "client", "site", "stack", "sandbox", "pool"}
+
+
+def test_the_unit_suite_needs_no_service() -> None:
+    """tests/unit runs on a fresh clone with no PostgreSQL, Kafka or Go toolchain (`task test:unit`)."""
+    for path in (ROOT / "tests" / "unit").glob("test_*.py"):
+        tests = [
+            n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+        ]
+        for test in (t for t in tests if t.name.startswith("test_")):
+            wanted = {a.arg for a in test.args.args}
+            assert not wanted & SERVICE_FIXTURES, f"{path.name}::{test.name} asks for {sorted(wanted)}"
