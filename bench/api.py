@@ -18,11 +18,10 @@ import httpx
 import psycopg
 from confluent_kafka import Producer
 
-from bench.common import Child, Report, fresh_database, fresh_topics, verdict
+from bench.common import Child, Report, free_port, fresh_database, fresh_topics, verdict
 from bench.tools import AttackResult, Target, attack
 from lib.adapters.kafka import producer_config
 from lib.common.settings import KafkaSettings
-from tests.conftest import free_port
 
 ADMIN = "bench-admin-token"
 BODY = "Dear customer, your invoice SINV-00042 is attached. " * 17  # about 900 bytes: a ~1 KB message

@@ -91,8 +91,8 @@ def build(kind: str) -> Any:
         return Starlette(routes=[Route("/api/v1/notifications/send", hello, methods=["POST"])])
     if kind == "pg":
         return pg_app()
-    if kind == "api-no-auth":
-        setattr(api_module, "Authenticator", BypassedAuth)  # noqa: B010 - harness only, never the product
+    if kind == "api-no-auth":  # harness only, never the product
+        return api_module.create_app(ApiSettings.from_env(), make_authenticator=lambda _pool, _settings: BypassedAuth())
     return api_module.create_app(ApiSettings.from_env())
 
 

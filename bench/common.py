@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,14 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_DSN = os.environ.get("NOTIFY_BENCH_PG", "postgresql://notify:notify@127.0.0.1:55432/notify")
 KAFKA_BOOTSTRAP = os.environ.get("NOTIFY_BENCH_KAFKA", "127.0.0.1:9092")
 LOG_DIR = ROOT / ".local" / "log" / "bench"
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (the benchmarks' and the tests' child servers)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def fresh_database(name: str) -> str:

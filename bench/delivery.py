@@ -14,10 +14,9 @@ import httpx
 import psycopg
 
 from bench.api import ADMIN, BODY
-from bench.common import Child, Report, fresh_database, fresh_topics, verdict
+from bench.common import Child, Report, free_port, fresh_database, fresh_topics, verdict
 from bench.tools import Target, attack
 from lib.adapters.providers import HttpClients
-from tests.conftest import free_port
 
 CONCURRENCY = 64
 SENDGRID_KEY = "bench-sendgrid-key"

@@ -18,6 +18,14 @@ def _migrate(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _schema(_args: argparse.Namespace) -> int:
+    """Print the schema the migrations build (db/schema.sql is this output; a test keeps the two equal)."""
+    from lib.adapters.migrate import dump_schema
+
+    sys.stdout.write(dump_schema(DatabaseSettings.from_env(Env()).url.reveal()))
+    return 0
+
+
 def _create_topics(args: argparse.Namespace) -> int:
     created = ensure_topics(KafkaSettings.from_env(Env()), partitions=args.partitions, replication=args.replication)
     print(f"created {len(created)} topic(s)" + (": " + ", ".join(created) if created else ""))
@@ -56,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="notify", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="apply missing database migrations").set_defaults(run=_migrate)
+    commands.add_parser("schema", help="print the current schema (pg_dump, normalised)").set_defaults(run=_schema)
     topics = commands.add_parser("create-topics", help="create the channel and dead-letter topics if missing")
     topics.add_argument("--partitions", type=int, default=6)
     topics.add_argument("--replication", type=int, default=1)

@@ -1,14 +1,13 @@
 """Test fixtures over the real local PostgreSQL and Kafka (started by scripts/test.sh).
 
-Each test session gets its own freshly migrated database and its own topic prefix, so runs never see each
-other's data; sites are registered with unique names, so tests never see each other's either.
+Each test module gets its own database, a copy of one migrated once per run (``pg_template``), and each session
+its own topic prefix, so runs and modules never see each other's data; sites are registered with unique names.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import threading
 import time
 import uuid
@@ -20,6 +19,7 @@ import psycopg
 import pytest
 import uvicorn
 
+from bench.common import free_port
 from functions.api.app import create_app
 from functions.api.settings import ApiSettings
 from lib.adapters.kafka import drop_topics, ensure_topics
@@ -50,11 +50,20 @@ def drop_database(name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_dsn() -> Iterator[str]:
+def pg_template() -> Iterator[str]:
+    """A database migrated once per run; every test module gets a copy of it."""
+    name = f"notify_tpl_{uuid.uuid4().hex[:8]}"
+    migrate(create_database(name))
+    yield name
+    drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def pg_dsn(pg_template: str) -> Iterator[str]:
     name = f"notify_test_{uuid.uuid4().hex[:8]}"
-    dsn = create_database(name)
-    migrate(dsn)
-    yield dsn
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    yield dsn_for(name)
     drop_database(name)
 
 
@@ -67,13 +76,6 @@ def kafka_settings() -> Iterator[KafkaSettings]:
         pytest.exit(f"Kafka is not reachable at {KAFKA_BOOTSTRAP} (run scripts/test.sh): {exc}", returncode=3)
     yield settings
     drop_topics(settings, timeout_s=20)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class ServerThread:
@@ -119,12 +121,13 @@ def api_settings_for(pg_dsn: str, kafka: KafkaSettings, **overrides: str) -> Api
         "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "NOTIFY_TOPIC_PREFIX": kafka.topic_prefix,
         "DB_POOL_MAX": "20",
+        "KEY_BCRYPT_ROUNDS": "4",  # test-only: production keys take 12 (tests/unit/test_settings.py)
         **overrides,
     }
     return ApiSettings.from_env(environ)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def api_url(pg_dsn: str, kafka_settings: KafkaSettings) -> Iterator[str]:
     with ServerThread(create_app(api_settings_for(pg_dsn, kafka_settings))) as server:
         yield server.url

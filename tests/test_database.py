@@ -5,13 +5,16 @@ from __future__ import annotations
 import random
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from lib.adapters.migrate import available_migrations, migrate
+from lib.adapters.migrate import available_migrations, dump_schema, migrate
 from lib.domain.vocabulary import SQL_TYPES
 from tests.conftest import create_database, drop_database
+
+ROOT = Path(__file__).resolve().parent.parent
 
 METRICS_FROM_LOG = """
 SELECT site_id, (created_at AT TIME ZONE 'UTC')::date AS day, channel::text,
@@ -108,3 +111,9 @@ def test_the_vocabulary_mirrors_the_sql_enums(pg_dsn: str) -> None:
     for type_name, label in rows:
         in_sql.setdefault(type_name, []).append(label)
     assert in_sql == {name: [m.value for m in enum] for name, enum in SQL_TYPES.items()}
+
+
+def test_db_schema_sql_is_what_the_migrations_build(pg_dsn: str) -> None:
+    """db/schema.sql is the schema to read; the migrations are the truth. `python -m lib.cli schema` regenerates it."""
+    kept = (ROOT / "db" / "schema.sql").read_text().splitlines()
+    assert dump_schema(pg_dsn) == "\n".join(line for line in kept if not line.startswith("--")) + "\n"

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+from types import FrameType
 from typing import Any
 
 import uvicorn
 
-from functions.api.app import create_app
+from functions.api.app import Draining, create_app
 from functions.api.settings import ApiSettings
 from lib.common.logs import configure_logging
+
+log = logging.getLogger(__name__)
 
 
 def server_options(settings: ApiSettings) -> dict[str, Any]:
@@ -25,11 +30,32 @@ def server_options(settings: ApiSettings) -> dict[str, Any]:
     }
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn, told to stop, first answers /readyz with 503 for ``delay_s`` while serving every other request, so
+    the endpoints and the proxy in front stop routing to it; then it drains and exits as uvicorn does. A second
+    signal skips the wait."""
+
+    def __init__(self, config: uvicorn.Config, draining: Draining, delay_s: float) -> None:
+        super().__init__(config)
+        self.draining = draining
+        self.delay_s = delay_s
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.draining.since is None and self.delay_s > 0:
+            self.draining.start()
+            log.info("stopping: /readyz answers 503, draining in %.1f s", self.delay_s)
+            threading.Timer(self.delay_s, super().handle_exit, (sig, frame)).start()
+            return
+        super().handle_exit(sig, frame)
+
+
 def main() -> None:
     settings = ApiSettings.from_env()
     configure_logging(settings.log_level)
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, **server_options(settings))
+    draining = Draining()
+    app = create_app(settings, draining=draining)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, **server_options(settings))
+    DrainingServer(config, draining, settings.shutdown_delay_s).run()
 
 
 if __name__ == "__main__":

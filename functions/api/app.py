@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -28,7 +29,7 @@ from lib.common.logs import tune_gc
 from lib.domain.errors import NotifyError, Unavailable
 from lib.domain.validation import check_idempotency_key, parse_notification
 from lib.services import accepting, reading, replay, site_metrics, sites
-from lib.services.auth import AdminGate, Authenticator, SiteIdentity
+from lib.services.auth import AdminGate, Authenticator, SiteAuthenticator, SiteIdentity
 from lib.services.quota import BulkSlots, KeyRotations, SiteQuotas
 from lib.services.sweeper import sweep_stuck_pending
 
@@ -40,12 +41,13 @@ class Services:
     settings: ApiSettings
     pool: db.Pool
     publisher: Publisher
-    auth: Authenticator
+    auth: SiteAuthenticator
     admin: AdminGate
     acceptor: accepting.Acceptor
     quotas: SiteQuotas
     rotations: KeyRotations
     bulk_slots: BulkSlots
+    draining: Draining
 
 
 def services(request: Request) -> Services:
@@ -81,14 +83,17 @@ async def register_site(request: Request) -> Response:
     name = sites.check_site_name(data.get("site_name"))
     url = sites.check_site_url(data.get("site_url"))
     managed_by = sites.check_managed_by(data.get("managed_by"))
-    return JSONResponse(await sites.register_site(svc.pool, name, url, managed_by=managed_by), status_code=201)
+    return JSONResponse(
+        await sites.register_site(svc.pool, name, url, managed_by=managed_by, rounds=svc.settings.key_bcrypt_rounds),
+        status_code=201,
+    )
 
 
 async def rotate_key(request: Request) -> Response:
     site = await require_site(request)
     svc = services(request)
     svc.rotations.take(site)
-    result = await sites.rotate_key(svc.pool, site.site_id)
+    result = await sites.rotate_key(svc.pool, site.site_id, rounds=svc.settings.key_bcrypt_rounds)
     svc.auth.forget_site(site.site_id)
     return JSONResponse(result)
 
@@ -118,7 +123,8 @@ async def admin_site(request: Request) -> Response:
 async def admin_rotate_key(request: Request) -> Response:
     require_admin(request)
     svc = services(request)
-    result = await sites.rotate_key_by_name(svc.pool, sites.check_site_name(request.path_params["site_name"]))
+    name = sites.check_site_name(request.path_params["site_name"])
+    result = await sites.rotate_key_by_name(svc.pool, name, rounds=svc.settings.key_bcrypt_rounds)
     svc.auth.forget_site(UUID(result["site_id"]))
     return JSONResponse(result)
 
@@ -187,6 +193,8 @@ async def site_daily_metrics(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     svc = services(request)
+    if svc.draining.since is not None:
+        return JSONResponse({"status": "draining", "checks": {}}, status_code=503)
     checks: dict[str, str] = {}
     try:
         async with db.unavailable_on_error(), svc.pool.connection(timeout=2.0) as conn:
@@ -240,7 +248,41 @@ async def learn_topic_limit(settings: ApiSettings) -> int | None:
         return None
 
 
-def create_app(settings: ApiSettings) -> Starlette:
+def authenticator_for(pool: db.Pool, settings: ApiSettings) -> Authenticator:
+    return Authenticator(
+        pool,
+        cache_ttl_s=settings.auth_cache_ttl_s,
+        negative_ttl_s=settings.auth_negative_ttl_s,
+        bcrypt_concurrency=settings.auth_bcrypt_concurrency,
+        failure_limit=settings.auth_failure_limit,
+        client_failure_limit=settings.auth_client_failure_limit,
+        failure_window_s=settings.auth_failure_window_s,
+        throttle_delay_s=settings.auth_throttle_delay_s,
+    )
+
+
+class Draining:
+    """Set when the process is told to stop: /readyz answers 503 from then on, while requests are still served,
+    so the load balancer stops sending before the server closes (see functions.api.__main__)."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+
+    def start(self) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+
+
+def create_app(
+    settings: ApiSettings,
+    *,
+    make_authenticator: Callable[[db.Pool, ApiSettings], SiteAuthenticator] = authenticator_for,
+    draining: Draining | None = None,
+) -> Starlette:
+    """The API. ``make_authenticator`` builds the key checker once the pool exists (the benchmark passes its
+    stand-in); ``draining`` is set by the server on SIGTERM."""
+    stopping = draining or Draining()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = db.create_pool(settings.database, name="api")
@@ -250,16 +292,7 @@ def create_app(settings: ApiSettings) -> Starlette:
             **{"message.timeout.ms": settings.kafka_delivery_timeout_ms},
             **sized_for_topics(await learn_topic_limit(settings)),
         )
-        auth = Authenticator(
-            pool,
-            cache_ttl_s=settings.auth_cache_ttl_s,
-            negative_ttl_s=settings.auth_negative_ttl_s,
-            bcrypt_concurrency=settings.auth_bcrypt_concurrency,
-            failure_limit=settings.auth_failure_limit,
-            client_failure_limit=settings.auth_client_failure_limit,
-            failure_window_s=settings.auth_failure_window_s,
-            throttle_delay_s=settings.auth_throttle_delay_s,
-        )
+        auth = make_authenticator(pool, settings)
         admin = AdminGate(
             settings.admin_token,
             failure_limit=settings.admin_failure_limit,
@@ -268,7 +301,7 @@ def create_app(settings: ApiSettings) -> Starlette:
         acceptor = accepting.Acceptor(pool, publisher, settings.kafka)
         rotations = KeyRotations(settings.key_rotations_per_hour)
         bulk_slots = BulkSlots(settings.bulk_concurrency_per_site)
-        svc = Services(settings, pool, publisher, auth, admin, acceptor, SiteQuotas(), rotations, bulk_slots)
+        svc = Services(settings, pool, publisher, auth, admin, acceptor, SiteQuotas(), rotations, bulk_slots, stopping)
         app.state.services = svc
         sweeper = (
             asyncio.create_task(

@@ -16,6 +16,7 @@ class ApiSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     keepalive_s: int = 75
+    shutdown_delay_s: float = 5.0
     log_level: str = "INFO"
     max_body_bytes: int = 1024 * 1024
     max_bulk_body_bytes: int = 16 * 1024 * 1024
@@ -31,6 +32,8 @@ class ApiSettings:
     key_rotations_per_hour: int = 6
     # Addresses (or CIDRs) of the proxies whose X-Forwarded-For names the client; empty: none is believed.
     trusted_proxies: tuple[str, ...] = ()
+    # Test-only: the test suite issues keys with 4 rounds instead of paying 12 per site. Production stays at 12.
+    key_bcrypt_rounds: int = 12
     kafka_delivery_timeout_ms: int = 10_000
     stuck_pending_after_s: float = 300.0
 
@@ -44,6 +47,7 @@ class ApiSettings:
             host=env.text("API_HOST", "127.0.0.1"),
             port=env.integer("API_PORT", 8080, minimum=1),
             keepalive_s=env.integer("API_KEEPALIVE_SECONDS", 75, minimum=1),
+            shutdown_delay_s=env.number("API_SHUTDOWN_DELAY_SECONDS", 5.0, minimum=0),
             log_level=env.text("LOG_LEVEL", "INFO"),
             max_body_bytes=env.integer("API_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
             max_bulk_body_bytes=env.integer("API_MAX_BULK_BODY_BYTES", 16 * 1024 * 1024, minimum=1024),
@@ -57,6 +61,7 @@ class ApiSettings:
             auth_throttle_delay_s=env.number("AUTH_THROTTLE_DELAY_SECONDS", 1.0, minimum=0),
             admin_failure_limit=env.integer("ADMIN_FAILURE_LIMIT", 10, minimum=1),
             key_rotations_per_hour=env.integer("KEY_ROTATIONS_PER_HOUR", 6, minimum=1),
+            key_bcrypt_rounds=env.integer("KEY_BCRYPT_ROUNDS", 12, minimum=4),
             trusted_proxies=tuple(p.strip() for p in env.text("API_TRUSTED_PROXIES", "").split(",") if p.strip()),
             kafka_delivery_timeout_ms=env.integer("KAFKA_DELIVERY_TIMEOUT_MS", 10_000, minimum=100),
             stuck_pending_after_s=env.number("STUCK_PENDING_AFTER_SECONDS", 300.0, minimum=0),

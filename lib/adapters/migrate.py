@@ -7,6 +7,8 @@ migration is applied and recorded in one transaction.
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,3 +69,22 @@ def migrate(conninfo: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
                 )
                 applied.append(migration.name)
     return applied
+
+
+def dump_schema(dsn: str, pg_dump: str | None = None) -> str:
+    """The database's schema as ``db/schema.sql`` keeps it: pg_dump's DDL without its comments, session settings and
+    blank-line runs (they vary with the pg_dump build, the schema does not)."""
+    tool = pg_dump or shutil.which("pg_dump") or "/usr/lib/postgresql/15/bin/pg_dump"
+    dumped = subprocess.run(
+        [tool, "--schema-only", "--no-owner", "--no-privileges", "--dbname", dsn],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    kept = [
+        line
+        for line in dumped.splitlines()
+        if line.strip()
+        and not line.startswith(("--", "SET ", "SELECT pg_catalog.set_config", "\\restrict", "\\unrestrict"))
+    ]
+    return "\n".join(kept) + "\n"

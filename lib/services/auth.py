@@ -42,6 +42,7 @@ from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 from uuid import UUID
 
 from prometheus_client import Counter
@@ -173,6 +174,14 @@ def run_at_lowest_cpu_priority() -> None:
     PostgreSQL and Kafka leave some, so wrong keys cannot slow valid traffic down (Linux: per-thread nice)."""
     with contextlib.suppress(OSError, AttributeError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+class SiteAuthenticator(Protocol):
+    """What the API needs of a key checker (``Authenticator``; the benchmark's stand-in bypasses it)."""
+
+    async def authenticate(self, presented: str | None, client: str = "") -> SiteIdentity: ...
+
+    def forget_site(self, site_id: UUID) -> None: ...
 
 
 class FailureWindows:

@@ -12,9 +12,10 @@ import httpx
 import psycopg
 import pytest
 
+from bench.common import free_port
 from lib.adapters.kafka import drop_topics, ensure_topics
 from lib.common.settings import KafkaSettings
-from tests.conftest import ADMIN_TOKEN, KAFKA_BOOTSTRAP, free_port
+from tests.conftest import ADMIN_TOKEN, KAFKA_BOOTSTRAP
 from tests.processes import Deployable
 
 SENDGRID_KEY = "SG.e2e-sendgrid-key"

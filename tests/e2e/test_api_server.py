@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import http.client
+import signal
 import time
 
+from bench.common import free_port
 from functions.api.settings import ApiSettings
-from tests.conftest import ADMIN_TOKEN, KAFKA_BOOTSTRAP, free_port
+from tests.conftest import ADMIN_TOKEN, KAFKA_BOOTSTRAP
 from tests.processes import Deployable
 
 
@@ -48,3 +50,42 @@ def test_idle_connections_are_kept_for_the_configured_time(pg_dsn: str) -> None:
             conn.close()
     finally:
         api.terminate()
+
+
+def test_readyz_answers_503_as_soon_as_sigterm_arrives_and_requests_are_still_served(pg_dsn: str) -> None:
+    """On SIGTERM the API first tells the load balancer (/readyz 503) while it keeps serving, for
+    API_SHUTDOWN_DELAY_SECONDS; then it drains and exits."""
+
+    port = free_port()
+    env = {
+        "NOTIFY_ADMIN_TOKEN": ADMIN_TOKEN,
+        "DATABASE_URL": pg_dsn,
+        "KAFKA_BOOTSTRAP_SERVERS": KAFKA_BOOTSTRAP,
+        "API_PORT": str(port),
+        "API_SHUTDOWN_DELAY_SECONDS": "3",
+    }
+    api = Deployable("api-draining", "functions.api", env, f"http://127.0.0.1:{port}/healthz").start()
+    assert api.proc is not None
+    deadline = time.monotonic() + 20
+    while _status(port, "/readyz") != 200:  # ready first (Kafka's metadata answered)
+        assert time.monotonic() < deadline, "never ready"
+        time.sleep(0.2)
+    signalled = time.monotonic()
+    api.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert _status(port, "/readyz") == 503
+    assert _status(port, "/healthz") == 200  # still serving
+    # uvicorn re-raises the signal once it has shut down cleanly: the exit status is SIGTERM's
+    assert api.proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert time.monotonic() - signalled >= 3
+
+
+def _status(port: int, path: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()

@@ -21,7 +21,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ADMIN_HEADERS, ADMIN_TOKEN, EMAIL, free_port, register
+from bench.common import free_port
+from tests.conftest import ADMIN_HEADERS, ADMIN_TOKEN, EMAIL, register
 from tests.k8s.conftest import CHART, DEV_VALUES, ROOT, Cluster
 from tests.processes import LOG_DIR, Deployable, metric
 

@@ -40,3 +40,11 @@ def test_required_and_secret_settings() -> None:
         EmailWorkerSettings.from_env({"SENDGRID_API_KEY": "k", "SENDGRID_FROM": "nobody"})
     with pytest.raises(ConfigError, match="KAFKA_SECURITY_PROTOCOL"):
         ApiSettings.from_env({"NOTIFY_ADMIN_TOKEN": "t", "KAFKA_SECURITY_PROTOCOL": "carrier-pigeon"})
+
+
+def test_issued_keys_take_12_bcrypt_rounds_unless_the_tests_say_otherwise() -> None:
+    """KEY_BCRYPT_ROUNDS is test-only: production keys keep bcrypt's 12 rounds."""
+    assert ApiSettings.from_env({"NOTIFY_ADMIN_TOKEN": "x"}).key_bcrypt_rounds == 12
+    assert ApiSettings.from_env({"NOTIFY_ADMIN_TOKEN": "x", "KEY_BCRYPT_ROUNDS": "4"}).key_bcrypt_rounds == 4
+    with pytest.raises(ConfigError):
+        ApiSettings.from_env({"NOTIFY_ADMIN_TOKEN": "x", "KEY_BCRYPT_ROUNDS": "3"})

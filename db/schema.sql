@@ -1,0 +1,182 @@
+-- The current schema, as the migrations in db/migrations build it (python -m lib.cli schema > db/schema.sql).
+-- Read it to see the tables; change the schema with a new migration, then regenerate this file:
+-- tests/test_database.py fails while the two differ.
+CREATE TYPE public.channel AS ENUM (
+    'email',
+    'whatsapp'
+);
+CREATE TYPE public.message_status AS ENUM (
+    'PENDING',
+    'PROCESSING',
+    'SENT',
+    'FAILED',
+    'DELIVERED',
+    'BOUNCED',
+    'READ'
+);
+CREATE TYPE public.metric_delta AS (
+	site_id uuid,
+	day date,
+	channel public.channel,
+	total bigint,
+	pending bigint,
+	processing bigint,
+	sent bigint,
+	failed bigint,
+	delivered bigint,
+	bounced bigint,
+	read bigint
+);
+CREATE TYPE public.site_status AS ENUM (
+    'active',
+    'suspended',
+    'deactivated'
+);
+CREATE FUNCTION public.add_metric_deltas(deltas public.metric_delta[]) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO site_metrics_daily AS m
+        (site_id, day, channel, total, pending, processing, sent, failed, delivered, bounced, read)
+    SELECT * FROM unnest(deltas) ORDER BY 1, 2, 3
+    ON CONFLICT (site_id, day, channel) DO UPDATE SET
+        total      = m.total + EXCLUDED.total,
+        pending    = m.pending + EXCLUDED.pending,
+        processing = m.processing + EXCLUDED.processing,
+        sent       = m.sent + EXCLUDED.sent,
+        failed     = m.failed + EXCLUDED.failed,
+        delivered  = m.delivered + EXCLUDED.delivered,
+        bounced    = m.bounced + EXCLUDED.bounced,
+        read       = m.read + EXCLUDED.read;
+END $$;
+CREATE FUNCTION public.message_logs_metrics_on_insert_or_delete() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    direction CONSTANT bigint := CASE TG_OP WHEN 'INSERT' THEN 1 ELSE -1 END;
+BEGIN
+    PERFORM add_metric_deltas(array_agg(ROW(x.*)::metric_delta)) FROM (
+        SELECT site_id, (created_at AT TIME ZONE 'UTC')::date, channel,
+               direction * count(*),
+               direction * count(*) FILTER (WHERE status = 'PENDING'),
+               direction * count(*) FILTER (WHERE status = 'PROCESSING'),
+               direction * count(*) FILTER (WHERE status = 'SENT'),
+               direction * count(*) FILTER (WHERE status = 'FAILED'),
+               direction * count(*) FILTER (WHERE status = 'DELIVERED'),
+               direction * count(*) FILTER (WHERE status = 'BOUNCED'),
+               direction * count(*) FILTER (WHERE status = 'READ')
+        FROM changed_rows GROUP BY 1, 2, 3
+    ) x HAVING count(*) > 0;
+    RETURN NULL;
+END $$;
+CREATE FUNCTION public.message_logs_metrics_on_update() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM add_metric_deltas(array_agg(ROW(x.*)::metric_delta)) FROM (
+        SELECT n.site_id, (n.created_at AT TIME ZONE 'UTC')::date, n.channel,
+               0::bigint,
+               sum((n.status = 'PENDING')::int - (o.status = 'PENDING')::int),
+               sum((n.status = 'PROCESSING')::int - (o.status = 'PROCESSING')::int),
+               sum((n.status = 'SENT')::int - (o.status = 'SENT')::int),
+               sum((n.status = 'FAILED')::int - (o.status = 'FAILED')::int),
+               sum((n.status = 'DELIVERED')::int - (o.status = 'DELIVERED')::int),
+               sum((n.status = 'BOUNCED')::int - (o.status = 'BOUNCED')::int),
+               sum((n.status = 'READ')::int - (o.status = 'READ')::int)
+        FROM new_rows n JOIN old_rows o ON o.id = n.id
+        WHERE n.status IS DISTINCT FROM o.status
+        GROUP BY 1, 2, 3
+    ) x HAVING count(*) > 0;
+    RETURN NULL;
+END $$;
+CREATE FUNCTION public.touch_updated_at() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    NEW.updated_at := now();
+    RETURN NEW;
+END $$;
+CREATE TABLE public.frappe_sites (
+    id uuid NOT NULL,
+    site_name text NOT NULL,
+    site_url text,
+    status public.site_status DEFAULT 'active'::public.site_status NOT NULL,
+    key_lookup_id text NOT NULL,
+    key_hash text NOT NULL,
+    key_created_at timestamp with time zone DEFAULT now() NOT NULL,
+    enabled_channels public.channel[] DEFAULT '{email,whatsapp}'::public.channel[] NOT NULL,
+    rate_limit_per_minute integer,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    managed_by text,
+    CONSTRAINT frappe_sites_managed_by_check CHECK (((managed_by IS NULL) OR ((length(managed_by) >= 1) AND (length(managed_by) <= 512)))),
+    CONSTRAINT frappe_sites_rate_limit_per_minute_check CHECK (((rate_limit_per_minute IS NULL) OR (rate_limit_per_minute > 0)))
+);
+CREATE TABLE public.message_logs (
+    id uuid NOT NULL,
+    site_id uuid NOT NULL,
+    channel public.channel NOT NULL,
+    recipient text NOT NULL,
+    subject text,
+    body text NOT NULL,
+    html text,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    status public.message_status DEFAULT 'PENDING'::public.message_status NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    last_error text,
+    failure_code text,
+    provider_message_id text,
+    idempotency_key text,
+    idempotency_fingerprint text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    sent_at timestamp with time zone,
+    claimed_by text,
+    lease_until timestamp with time zone,
+    attempt_errors jsonb DEFAULT '[]'::jsonb NOT NULL
+);
+CREATE TABLE public.schema_migrations (
+    version integer NOT NULL,
+    name text NOT NULL,
+    applied_at timestamp with time zone DEFAULT now() NOT NULL
+);
+CREATE TABLE public.site_metrics_daily (
+    site_id uuid NOT NULL,
+    day date NOT NULL,
+    channel public.channel NOT NULL,
+    total bigint DEFAULT 0 NOT NULL,
+    pending bigint DEFAULT 0 NOT NULL,
+    processing bigint DEFAULT 0 NOT NULL,
+    sent bigint DEFAULT 0 NOT NULL,
+    failed bigint DEFAULT 0 NOT NULL,
+    delivered bigint DEFAULT 0 NOT NULL,
+    bounced bigint DEFAULT 0 NOT NULL,
+    read bigint DEFAULT 0 NOT NULL
+);
+ALTER TABLE ONLY public.frappe_sites
+    ADD CONSTRAINT frappe_sites_key_lookup_id_key UNIQUE (key_lookup_id);
+ALTER TABLE ONLY public.frappe_sites
+    ADD CONSTRAINT frappe_sites_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.frappe_sites
+    ADD CONSTRAINT frappe_sites_site_name_key UNIQUE (site_name);
+ALTER TABLE ONLY public.message_logs
+    ADD CONSTRAINT message_logs_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.message_logs
+    ADD CONSTRAINT message_logs_site_idempotency_key UNIQUE (site_id, idempotency_key);
+ALTER TABLE ONLY public.schema_migrations
+    ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
+ALTER TABLE ONLY public.site_metrics_daily
+    ADD CONSTRAINT site_metrics_daily_pkey PRIMARY KEY (site_id, day, channel);
+CREATE INDEX message_logs_failed ON public.message_logs USING btree (site_id, updated_at) WHERE (status = 'FAILED'::public.message_status);
+CREATE INDEX message_logs_pending_updated ON public.message_logs USING btree (updated_at) WHERE (status = 'PENDING'::public.message_status);
+CREATE INDEX message_logs_site_created ON public.message_logs USING btree (site_id, created_at DESC, id DESC);
+CREATE INDEX message_logs_site_status_created ON public.message_logs USING btree (site_id, status, created_at DESC, id DESC);
+CREATE TRIGGER frappe_sites_updated_at BEFORE UPDATE ON public.frappe_sites FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
+CREATE TRIGGER message_logs_metrics_delete AFTER DELETE ON public.message_logs REFERENCING OLD TABLE AS changed_rows FOR EACH STATEMENT EXECUTE FUNCTION public.message_logs_metrics_on_insert_or_delete();
+CREATE TRIGGER message_logs_metrics_insert AFTER INSERT ON public.message_logs REFERENCING NEW TABLE AS changed_rows FOR EACH STATEMENT EXECUTE FUNCTION public.message_logs_metrics_on_insert_or_delete();
+CREATE TRIGGER message_logs_metrics_update AFTER UPDATE ON public.message_logs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.message_logs_metrics_on_update();
+CREATE TRIGGER message_logs_updated_at BEFORE UPDATE ON public.message_logs FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
+ALTER TABLE ONLY public.message_logs
+    ADD CONSTRAINT message_logs_site_id_fkey FOREIGN KEY (site_id) REFERENCES public.frappe_sites(id);
+ALTER TABLE ONLY public.site_metrics_daily
+    ADD CONSTRAINT site_metrics_daily_site_id_fkey FOREIGN KEY (site_id) REFERENCES public.frappe_sites(id);
