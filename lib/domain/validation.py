@@ -7,6 +7,7 @@ import re
 import unicodedata
 from typing import Any
 
+from lib.domain.channels import RULES, is_email_address
 from lib.domain.errors import ValidationFailed
 from lib.domain.notification import NotificationRequest
 from lib.domain.vocabulary import CHANNELS, Channel
@@ -14,18 +15,13 @@ from lib.domain.vocabulary import CHANNELS, Channel
 LIMITS = {
     "recipient": 320,
     "subject": 998,  # RFC 5322's line limit
-    "email_body": 256 * 1024,
-    "whatsapp_body": 4096,  # WhatsApp's own text limit
+    "email_body": RULES[Channel.EMAIL].body_limit,
+    "whatsapp_body": RULES[Channel.WHATSAPP].body_limit,
     "html": 512 * 1024,
     "metadata_bytes": 8 * 1024,
     "idempotency_key": 255,
 }
 _ALLOWED_FIELDS = {"channel", "recipient", "subject", "body", "html", "metadata", "idempotency_key"}
-# Pragmatic address check: one @, no spaces, a dotted domain of letters/digits/hyphens.
-_EMAIL = re.compile(
-    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
-)
-_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 # A header line (the subject) takes no line breaks of any kind: C0/C1 controls (CR, LF, VT, FF, NEL ...) and the
 # Unicode line and paragraph separators.
@@ -70,10 +66,6 @@ def is_single_line(value: str) -> bool:
     return (value.isascii() and value.isprintable()) or not any(
         unicodedata.category(ch) in _LINE_BREAKING for ch in value
     )
-
-
-def is_email_address(value: str) -> bool:
-    return _EMAIL.match(value) is not None
 
 
 class _Problems:
@@ -143,21 +135,22 @@ def parse_notification(data: Any, *, idempotency_key: str | None = None) -> Noti
             "invalid_choice" if channel is not None else "required",
             f"channel must be one of {', '.join(CHANNELS)}",
         )
+    rules = RULES[Channel(channel)] if channel in CHANNELS else None  # None: the channel is already refused
     recipient = _text(data, "recipient", problems, required=True, limit=LIMITS["recipient"])
     if recipient is not None:
         recipient = recipient.strip()
-        if channel == "email" and not is_email_address(recipient):
-            problems.add("recipient", "invalid_email", "recipient must be a valid email address")
-        if channel == "whatsapp" and not _E164.match(recipient):
-            problems.add("recipient", "invalid_phone", "recipient must be an E.164 number such as +14155550123")
-    body_limit = LIMITS["whatsapp_body"] if channel == "whatsapp" else LIMITS["email_body"]
+        if rules is not None and not rules.recipient_is_valid(recipient):
+            problems.add("recipient", rules.recipient_code, rules.recipient_rule)
+    body_limit = rules.body_limit if rules is not None else LIMITS["email_body"]
     body = _text(data, "body", problems, required=True, limit=body_limit)
-    subject = _text(data, "subject", problems, required=channel == "email", limit=LIMITS["subject"])
+    subject_required = rules is not None and rules.subject_required
+    subject = _text(data, "subject", problems, required=subject_required, limit=LIMITS["subject"])
     if subject is not None and not is_single_line(subject):
         problems.add("subject", "invalid", "subject must be a single line without control characters")
     html = _text(data, "html", problems, required=False, limit=LIMITS["html"])
-    if html is not None and channel == "whatsapp":
-        problems.add("html", "not_supported", "html is only for email")
+    if html is not None and rules is not None and not rules.html_allowed:
+        with_html = ", ".join(c for c, r in RULES.items() if r.html_allowed)
+        problems.add("html", "not_supported", f"html is only for {with_html}")
     metadata = data.get("metadata", {})
     if metadata is None:
         metadata = {}
@@ -167,7 +160,7 @@ def parse_notification(data: Any, *, idempotency_key: str | None = None) -> Noti
         problems.add("metadata", "invalid_text", f"metadata {unstorable}")
     elif len(json.dumps(metadata, ensure_ascii=False).encode()) > LIMITS["metadata_bytes"]:
         problems.add("metadata", "too_large", f"metadata is larger than {LIMITS['metadata_bytes']} bytes")
-    elif channel == "email":
+    elif rules is not None and rules.reply_to:
         _check_reply_to(metadata.get("reply_to"), problems)
     item_key = check_idempotency_key(data.get("idempotency_key"), problems)
     if problems.items:

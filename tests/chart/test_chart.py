@@ -403,7 +403,7 @@ def documented_paths(text: str) -> set[str]:
     for line in text.splitlines():
         stripped = line.strip()
         if stripped.startswith("#"):
-            pending = pending or stripped.startswith("# --")
+            pending = pending or stripped.startswith("# -- ")  # a banner (`# -----`) documents nothing
             continue
         key = re.match(r"^( *)([A-Za-z0-9_]+):", line)
         if key:
@@ -687,3 +687,40 @@ def test_every_setting_a_deployable_reads_can_be_set_by_the_chart() -> None:
             rendered |= set(env_of(next(containers(deployment, init=False))))
         missing = sorted(read - rendered - TEST_ONLY_SETTINGS)
         assert not missing, f"{name} reads {missing} but the chart never sets them"
+
+
+def value_descriptions(text: str) -> dict[str, str]:
+    """Each documented value's `# -- ` text (continued by the plain comment lines under it), by dotted path.
+    Section banners (`# -----`) describe nothing."""
+    found: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []
+    pending: str | None = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("# -- "):
+            pending = stripped[5:].strip()
+            continue
+        if stripped.startswith("#"):
+            if pending is not None and not stripped.startswith("# -"):
+                pending = f"{pending} {stripped[1:].strip()}"
+            continue
+        key = re.match(r"^( *)([A-Za-z0-9_]+):", line)
+        if key:
+            indent = len(key.group(1))
+            stack = [(i, k) for i, k in stack if i < indent] + [(indent, key.group(2))]
+            if pending is not None:
+                found[".".join(k for _, k in stack)] = pending
+        pending = None
+    return found
+
+
+def test_the_schema_describes_each_value_as_values_yaml_does() -> None:
+    """values.yaml is the source of every description; the schema repeats it word for word (no drift)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    for path, text in value_descriptions((CHART / "values.yaml").read_text()).items():
+        node = schema
+        for part in path.split("."):
+            node = node.get("properties", {}).get(part, {})
+        if node:  # entries under `workers` point at workerDefaults' definitions ($ref)
+            assert node.get("description") == text, f"{path}: values.yaml says {text!r}"
+    assert "-----" not in (CHART / "values.schema.json").read_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from lib.domain.channels import RULES
 from lib.domain.errors import ValidationFailed
 from lib.domain.notification import NotificationRequest
 from lib.domain.validation import parse_notification, strict_int
@@ -113,3 +114,10 @@ def test_reply_to_is_one_address(reply_to: object) -> None:
 
 def test_strict_int_takes_ascii_digits_only() -> None:
     assert [strict_int(v) for v in ("0", "42", "²", "٣", "-1", "1e3", " 1", "", None)] == [0, 42] + [None] * 7
+
+
+def test_every_channel_has_its_rules_in_the_registry() -> None:
+    """A channel added to the vocabulary without its entry in lib.domain.channels fails here, not at a request."""
+    assert set(RULES) == set(Channel)
+    for channel, rules in RULES.items():
+        assert rules.body_limit > 0 and rules.recipient_code.startswith("invalid_"), channel
