@@ -1,5 +1,5 @@
-"""``python -m bench [api|delivery|neighbours|all] [--duration S]``: run the benchmarks and print each figure beside its
-baseline; the markdown tables are also written to bench/results/latest.md."""
+"""``python -m bench [api|delivery|neighbours|compare|all] [--duration S] [--rev REV] [--pairs N]``: run the
+benchmarks and print each figure beside its baseline; the tables are also written to bench/results/latest.md."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from bench.common import Report
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench")
-    parser.add_argument("which", nargs="?", default="all", choices=["api", "delivery", "neighbours", "all"])
+    parser.add_argument("which", nargs="?", default="all", choices=["api", "delivery", "neighbours", "compare", "all"])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load run")
+    parser.add_argument("--rev", default="HEAD", help="compare: the git revision to measure the work tree against")
+    parser.add_argument("--pairs", type=int, default=2, help="compare: fresh process pairs")
     args = parser.parse_args()
     reports: list[Report] = []
     if args.which in ("api", "all"):
@@ -27,6 +29,10 @@ def main() -> None:
         from bench import neighbours
 
         reports.append(neighbours.run(args.duration))
+    if args.which == "compare":  # not part of `all`: it measures a change, not the code
+        from bench import compare
+
+        reports.append(compare.run(args.duration, args.rev, args.pairs))
     out = Path(__file__).parent / "results" / "latest.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(r.markdown() for r in reports))
