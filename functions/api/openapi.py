@@ -201,7 +201,7 @@ PATHS: dict[str, Any] = {
             "summary": "Readiness: PostgreSQL and Kafka reachable",
             "responses": {
                 "200": _json({"type": "object"}, "ready"),
-                "503": _json({"type": "object"}, "a dependency is down"),
+                "503": _json({"type": "object"}, "a dependency is down, or the process is stopping (status: draining)"),
             },
         }
     },
