@@ -8,22 +8,19 @@ figure is the median of every pair's now / before ratio.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 
+from bench.api import ADMIN, EMAIL, _register, _send_targets
 from bench.common import ROOT, Report, free_port, fresh_database, fresh_topics
 from bench.tools import Target, attack
 
-ADMIN = "bench-compare-token"
-EMAIL = {"channel": "email", "recipient": "bench@example.com", "subject": "Invoice", "body": "Dear customer, " * 60}
 SITES = 20
 CONNECTIONS = 128
 ROUNDS = 2
@@ -52,23 +49,10 @@ class _Api:
                 time.sleep(0.2)
 
     def targets(self) -> list[Target]:
-        keys = []
-        for i in range(SITES):
-            registered = httpx.post(
-                f"{self.url}/api/v1/site/register",
-                headers={"Authorization": f"Bearer {ADMIN}"},
-                json={"site_name": f"compare-{i}-{uuid.uuid4().hex[:8]}.example.com"},
-                timeout=60,
-            )
-            registered.raise_for_status()
-            keys.append(registered.json()["api_key"])
+        keys = [site["api_key"] for site in _register(self.url, SITES)]
         for key in keys:  # each key verified once: the runs measure cached keys, as in production
             httpx.post(f"{self.url}/api/v1/notifications/send", json=EMAIL, headers={"X-Site-Key": key}, timeout=30)
-        body = json.dumps(EMAIL).encode()
-        headers = {"Content-Type": "application/json"}
-        return [
-            Target("POST", f"{self.url}/api/v1/notifications/send", body, {**headers, "X-Site-Key": k}) for k in keys
-        ]
+        return _send_targets(self.url, keys)
 
     def stop(self) -> None:
         self.proc.terminate()
