@@ -30,7 +30,7 @@ from functions.api.settings import ApiSettings
 from lib.adapters import db
 from lib.common.settings import DatabaseSettings, Env
 from lib.domain.vocabulary import CHANNELS, SiteStatus
-from lib.services.auth import SiteIdentity
+from lib.services.identity import SiteIdentity
 
 
 async def hello(_request: Request) -> Response:

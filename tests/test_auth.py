@@ -18,7 +18,8 @@ from lib.common.settings import DatabaseSettings, Secret
 from lib.domain import keys
 from lib.domain.errors import Forbidden, TooManyRequests, Unauthorized
 from lib.services import sites
-from lib.services.auth import AUTH_BCRYPT, AUTH_CACHE, AUTH_FAILURES, AdminGate, Authenticator
+from lib.services.admin import AdminGate
+from lib.services.auth import AUTH_BCRYPT, AUTH_CACHE, AUTH_FAILURES, Authenticator
 
 pytestmark = pytest.mark.anyio
 

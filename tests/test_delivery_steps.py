@@ -18,6 +18,7 @@ from lib.common.settings import DatabaseSettings, Secret
 from lib.delivery.pipeline import DeliveryContext, ProviderTurn, handle
 from lib.delivery.store import DeliveryStore
 from lib.domain.notification import NotificationRecord, OutgoingMessage
+from lib.domain.vocabulary import Channel
 from tests.conftest import EMAIL, key_headers, register
 
 pytestmark = pytest.mark.anyio
@@ -49,7 +50,7 @@ async def test_a_claim_cancelled_by_shutdown_is_given_back(api_url: str, pg_dsn:
     try:
         store = SlowToAnswerStore(pool, "worker-under-test", lease_s=60)
         store.claim_committed = asyncio.Event()
-        ctx = DeliveryContext("email", store, provider=None, dead_letters=None, dlq_topic="unused")  # type: ignore[arg-type]
+        ctx = DeliveryContext(Channel.EMAIL, store, provider=None, dead_letters=None, dlq_topic="unused")  # type: ignore[arg-type]
         task = asyncio.create_task(handle(record.to_bytes(), record.key(), ctx))
         await asyncio.wait_for(store.claim_committed.wait(), 10)
         task.cancel()
@@ -111,7 +112,7 @@ async def test_a_worker_delivers_the_row_and_reads_only_the_id_from_the_record(a
     try:
         provider = RecordingProvider()
         ctx = DeliveryContext(
-            "email",
+            Channel.EMAIL,
             DeliveryStore(pool, "worker-under-test", lease_s=60),
             provider=provider,
             dead_letters=None,  # type: ignore[arg-type]

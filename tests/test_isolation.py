@@ -25,7 +25,7 @@ from lib.domain.errors import NotifyError
 from lib.domain.validation import parse_notification
 from lib.services import sites
 from lib.services.accepting import Accepted, Acceptor
-from lib.services.auth import SiteIdentity
+from lib.services.identity import SiteIdentity
 from tests.conftest import ADMIN_HEADERS, EMAIL, ServerThread, api_settings_for, key_headers, register
 
 SMALL_TOPIC_BYTES = 20_000

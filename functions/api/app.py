@@ -29,7 +29,9 @@ from lib.common.logs import tune_gc
 from lib.domain.errors import NotifyError, Unavailable
 from lib.domain.validation import check_idempotency_key, parse_notification
 from lib.services import accepting, reading, replay, site_metrics, sites
-from lib.services.auth import AdminGate, Authenticator, SiteAuthenticator, SiteIdentity
+from lib.services.admin import AdminGate
+from lib.services.auth import Authenticator, SiteAuthenticator
+from lib.services.identity import SiteIdentity
 from lib.services.quota import BulkSlots, KeyRotations, SiteQuotas
 from lib.services.sweeper import sweep_stuck_pending
 

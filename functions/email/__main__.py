@@ -1,19 +1,10 @@
-"""``python -m functions.email``: the email worker (the same command runs in the image)."""
+"""``python -m functions.email``: the email worker (the same command runs in the image); its settings and provider
+are the channel's entry in ``lib.delivery.channels``."""
 
 from __future__ import annotations
 
-from functions.email.settings import EmailWorkerSettings
-from lib.adapters.providers.sendgrid import SendGridProvider
-from lib.delivery.worker import run
-
-
-def main() -> None:
-    settings = EmailWorkerSettings.from_env()
-    run(
-        settings.worker,
-        lambda w: SendGridProvider(settings.sendgrid, timeout_s=w.provider_timeout_s, max_connections=w.concurrency),
-    )
-
+from lib.delivery.worker import main
+from lib.domain.vocabulary import Channel
 
 if __name__ == "__main__":
-    main()
+    main(Channel.EMAIL)

@@ -1,19 +1,10 @@
-"""``python -m functions.whatsapp``: the WhatsApp worker (the same command runs in the image)."""
+"""``python -m functions.whatsapp``: the WhatsApp worker (the same command runs in the image); its settings and provider
+are the channel's entry in ``lib.delivery.channels``."""
 
 from __future__ import annotations
 
-from functions.whatsapp.settings import WhatsAppWorkerSettings
-from lib.adapters.providers.wasender import WASenderProvider
-from lib.delivery.worker import run
-
-
-def main() -> None:
-    settings = WhatsAppWorkerSettings.from_env()
-    run(
-        settings.worker,
-        lambda w: WASenderProvider(settings.wasender, timeout_s=w.provider_timeout_s, max_connections=w.concurrency),
-    )
-
+from lib.delivery.worker import main
+from lib.domain.vocabulary import Channel
 
 if __name__ == "__main__":
-    main()
+    main(Channel.WHATSAPP)

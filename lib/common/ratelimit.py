@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
 
 
 class TokenBucket:
@@ -51,3 +54,16 @@ class TokenBucket:
         """Return tokens taken for work that turned out not to count against the limit."""
         self._refill()
         self._tokens = min(self.capacity, self._tokens + count)
+
+
+class TokenBuckets(Generic[K]):
+    """One bucket per key (a site), made at first use and made afresh when its rate or burst changes."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[K, TokenBucket] = {}
+
+    def get(self, key: K, rate_per_s: float, burst: float) -> TokenBucket:
+        bucket = self._buckets.get(key)
+        if bucket is None or bucket.rate != rate_per_s or bucket.capacity != burst:
+            bucket = self._buckets[key] = TokenBucket(rate_per_s, burst=burst)
+        return bucket

@@ -31,7 +31,7 @@ from lib.delivery.metrics import CIRCUIT_STATE, DEAD_LETTERED, DELIVERIES, POSSI
 from lib.delivery.store import Store
 from lib.domain.errors import NotifyError
 from lib.domain.notification import NotificationRecord, OutgoingMessage
-from lib.domain.vocabulary import MessageStatus
+from lib.domain.vocabulary import Channel, MessageStatus
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class Outcome(Enum):
 
 @dataclass
 class DeliveryContext:
-    channel: str
+    channel: Channel
     store: Store
     provider: Provider
     dead_letters: Publisher

@@ -1,16 +1,17 @@
-"""A channel worker's settings, read once from the environment (``functions/<channel>/settings.py`` adds the
-provider's)."""
+"""A channel worker's own settings, read once from the environment (``lib.delivery.channels`` adds the
+provider account's)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from lib.common.settings import DatabaseSettings, Env, KafkaSettings
+from lib.domain.vocabulary import Channel
 
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    channel: str
+    channel: Channel
     database: DatabaseSettings
     kafka: KafkaSettings
     consumer_group: str
@@ -28,7 +29,7 @@ class WorkerSettings:
     log_level: str = "INFO"
 
     @classmethod
-    def from_env(cls, env: Env, channel: str, *, default_rate_per_s: float) -> WorkerSettings:
+    def from_env(cls, env: Env, channel: Channel, *, default_rate_per_s: float) -> WorkerSettings:
         return cls(
             channel=channel,
             database=DatabaseSettings.from_env(env),

@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import uvloop
@@ -22,11 +22,13 @@ from lib.adapters.providers import Provider
 from lib.common.logs import configure_logging, tune_gc
 from lib.common.ratelimit import TokenBucket
 from lib.common.resilience import CircuitBreaker, RetryPolicy
+from lib.delivery.channels import ChannelWorkerSettings
 from lib.delivery.consumer import ChannelWorker
 from lib.delivery.health import health_app
 from lib.delivery.pipeline import DeliveryContext
 from lib.delivery.settings import WorkerSettings
 from lib.delivery.store import DeliveryStore
+from lib.domain.vocabulary import Channel
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,8 @@ async def serve(settings: WorkerSettings, provider: Provider) -> None:
     log.info("worker stopped", extra={"channel": settings.channel})
 
 
-def run(settings: WorkerSettings, provider_factory: Callable[[WorkerSettings], Provider]) -> None:
-    configure_logging(settings.log_level)
-    uvloop.run(serve(settings, provider_factory(settings)))
+def main(channel: Channel) -> None:
+    """``python -m functions.<channel>``: read the channel's settings once, then serve until SIGTERM."""
+    settings = ChannelWorkerSettings.from_env(channel)
+    configure_logging(settings.worker.log_level)
+    uvloop.run(serve(settings.worker, settings.connect()))

@@ -1,8 +1,9 @@
 """What each channel accepts, in one registry that validation reads.
 
-A new channel is: a label in the ``channel`` ENUM (a migration) and in ``Channel``, one entry here, one provider
-adapter (``lib/adapters/providers/``), and its worker deployable (``functions/<channel>/``, a thin entry point
-over ``lib.delivery``). A second provider for a channel touches only the adapter and the worker's wiring.
+A new channel is: a label in the ``channel`` ENUM (a migration) and in ``Channel``, one entry here, one entry in
+``lib.delivery.channels`` (its provider adapter's settings and default rate), one provider adapter
+(``lib/adapters/providers/``), and its worker deployable (``functions/<channel>/__main__.py``, which only names
+the channel). A second provider for a channel is an adapter and a change to that delivery entry.
 """
 
 from __future__ import annotations

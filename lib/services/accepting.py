@@ -29,7 +29,7 @@ from lib.domain.errors import Conflict, Forbidden, NotifyError, PayloadTooLarge,
 from lib.domain.notification import NotificationRecord, NotificationRequest
 from lib.domain.validation import parse_notification
 from lib.domain.vocabulary import CHANNELS
-from lib.services.auth import SiteIdentity
+from lib.services.identity import SiteIdentity
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +59,14 @@ def check_channel(site: SiteIdentity, channel: str) -> None:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A validated notification made ready to store: its id, its record and the record encoded once (Kafka's
-    value; the insert reads the row from the same text)."""
+    """A validated notification made ready to store: its id, its record, and the record encoded once (the insert
+    reads the row from its text; ``wire`` is the producer's topic, key and value)."""
 
     message_id: uuid.UUID
     req: NotificationRequest
     record: NotificationRecord
     record_json: str
-    value: bytes
+    wire: tuple[str, bytes, bytes]
 
 
 # What storing one item gave: Kafka's pending answer for the inserted (the ids it refused, with their errors),
@@ -184,11 +184,11 @@ class Acceptor:
         message_id = uuid.uuid4()
         record = req.to_record(message_id, site.site_id, _now_iso())
         record_json = record.to_json()
-        value = record_json.encode()
-        room = self.publisher.room_for(record.key(), value)
+        topic_key_value = wire(self.kafka, record, record_json.encode())
+        room = self.publisher.room_for(*topic_key_value[1:])
         if room < 0:
             raise _too_large(req, room, self.publisher.max_record_bytes)
-        return Prepared(message_id, req, record, record_json, value)
+        return Prepared(message_id, req, record, record_json, topic_key_value)
 
     async def accept(self, site: SiteIdentity, item: Prepared) -> Accepted:
         stored = await self._batcher.submit(item)
@@ -221,7 +221,7 @@ class Acceptor:
         the database refused); their ids, the refused with their errors, and the future of Kafka's answer."""
         ids, refused = await self._insert(items)
         inserted = [item for item in items if item.message_id in ids]
-        delivered = await self.publisher.enqueue([wire(self.kafka, i.record, i.value) for i in inserted])
+        delivered = await self.publisher.enqueue([i.wire for i in inserted])
         return [i.message_id for i in inserted], refused, delivered
 
     async def _insert(self, items: list[Prepared]) -> tuple[set[uuid.UUID], dict[uuid.UUID, NotifyError]]:

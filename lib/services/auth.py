@@ -12,7 +12,7 @@
   so they cost no query each and push nothing out. Wrong secrets for real lookup ids are remembered for
   ``negative_ttl_s`` in a cache of their own, so no refusal ever evicts a verified key.
 - Failures are counted where they aim, never in one global budget: per client (the address as the API sees it,
-  see ``lib.clients``), per lookup id, and per (lookup id, client). What they cost:
+  behind ``API_TRUSTED_PROXIES``), per lookup id, and per (lookup id, client). What they cost:
   * A lookup id with no recent failures always gets its bcrypt, whoever asks: one site's first request after
     a restart never waits for another's attacker.
   * A client past ``client_failure_limit`` in the window gets 429 for unknown lookup ids and for lookup ids that
@@ -30,28 +30,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import hmac
-import itertools
 import logging
 import os
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from uuid import UUID
 
 from prometheus_client import Counter
 
 from lib.adapters import db
-from lib.common.settings import Secret
+from lib.common.throttling import FailureWindows, InFlight, PriorityGate
 from lib.domain import keys
 from lib.domain.errors import Forbidden, TooManyRequests, Unauthorized
 from lib.domain.vocabulary import SiteStatus
+from lib.services.identity import SiteIdentity
+from lib.services.key_cache import KeyCache, KeyEntry, KnownLookupIds
 
 log = logging.getLogger(__name__)
 
@@ -63,110 +60,6 @@ _FAILURE_REASONS = {
     reason: AUTH_FAILURES.labels(reason)
     for reason in ("missing", "malformed", "unknown_key_id", "wrong_secret", "throttled", "inactive_site")
 }
-ADMIN_AUTH_FAILURES = Counter(
-    "notify_admin_auth_failures_total", "Refused admin authentications, by reason", ["reason"]
-)
-_ADMIN_FAILURES = {reason: ADMIN_AUTH_FAILURES.labels(reason) for reason in ("missing", "wrong_token", "throttled")}
-
-
-@dataclass(frozen=True)
-class SiteIdentity:
-    site_id: UUID
-    site_name: str
-    status: str
-    enabled_channels: tuple[str, ...]
-    rate_limit_per_minute: int | None
-
-
-@dataclass
-class _Entry:
-    digest: bytes
-    identity: SiteIdentity | None  # None: a remembered wrong key
-    expires_at: float  # a right key: when to re-check its row; a wrong key: when to forget it
-    key_hash: str = ""  # the stored hash this key was verified against
-
-
-class _BoundedCache:
-    def __init__(self, max_entries: int) -> None:
-        self._items: OrderedDict[bytes, _Entry] = OrderedDict()
-        self._max = max_entries
-
-    def get(self, digest: bytes) -> _Entry | None:
-        entry = self._items.get(digest)
-        if entry is None or not hmac.compare_digest(entry.digest, digest):
-            return None
-        return entry
-
-    def put(self, entry: _Entry) -> None:
-        self._items[entry.digest] = entry
-        self._items.move_to_end(entry.digest)
-        while len(self._items) > self._max:
-            self._items.popitem(last=False)
-
-    def drop(self, digest: bytes) -> None:
-        self._items.pop(digest, None)
-
-    def drop_site(self, site_id: UUID) -> None:
-        for digest in [d for d, e in self._items.items() if e.identity and e.identity.site_id == site_id]:
-            del self._items[digest]
-
-
-class KnownLookupIds:
-    """Every key lookup id in the database, in memory, so a made-up one costs no query of its own.
-
-    A lookup id missing from the set waits for a refresh that *started after it arrived* (one incremental
-    query serves every such request; at most one every ``min_interval_s``). A key registered a moment ago
-    by another API process is therefore found, a made-up one refused, and a flood of made-up ones costs a
-    few queries a second instead of one each.
-    """
-
-    MARGIN = timedelta(minutes=1)
-
-    def __init__(
-        self, pool: db.Pool, *, min_interval_s: float = 0.1, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._pool = pool
-        self._ids: set[str] = set()
-        self._watermark: datetime | None = None
-        self._min_interval_s = min_interval_s
-        self._clock = clock
-        self._task: asyncio.Future[None] | None = None
-        self._task_started = float("-inf")
-        self.refreshes = 0
-
-    def has(self, lookup_id: str) -> bool:
-        """Known as of the last refresh (no query)."""
-        return lookup_id in self._ids
-
-    async def contains(self, lookup_id: str) -> bool:
-        if lookup_id in self._ids:
-            return True
-        arrived = self._clock()
-        while True:
-            task, started = self._task, self._task_started
-            if task is not None and not task.done():
-                await asyncio.shield(task)
-                if started >= arrived:
-                    break
-                continue
-            if task is not None and started >= arrived:
-                task.result()  # finished after we arrived: it counts (and its error is ours)
-                break
-            wait = started + self._min_interval_s - self._clock()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                continue
-            self._task_started = self._clock()
-            self._task = asyncio.ensure_future(self._refresh())
-        return lookup_id in self._ids
-
-    async def _refresh(self) -> None:
-        self.refreshes += 1
-        since = self._watermark - self.MARGIN if self._watermark else datetime(1970, 1, 1, tzinfo=UTC)
-        for row in await db.fetch_all(self._pool, "key_lookup_ids_since", {"since": since}):
-            self._ids.add(row["key_lookup_id"])
-            if self._watermark is None or row["key_created_at"] > self._watermark:
-                self._watermark = row["key_created_at"]
 
 
 def run_at_lowest_cpu_priority() -> None:
@@ -182,69 +75,6 @@ class SiteAuthenticator(Protocol):
     async def authenticate(self, presented: str | None, client: str = "") -> SiteIdentity: ...
 
     def forget_site(self, site_id: UUID) -> None: ...
-
-
-class FailureWindows:
-    """Failures per key in a fixed window (the first failure opens it), for at most ``max_keys`` keys."""
-
-    def __init__(self, window_s: float, max_keys: int = 10_000) -> None:
-        self._windows: OrderedDict[Hashable, tuple[float, int]] = OrderedDict()
-        self._window_s = window_s
-        self._max_keys = max_keys
-
-    def count(self, key: Hashable, now: float) -> int:
-        window = self._windows.get(key)
-        return window[1] if window and now - window[0] < self._window_s else 0
-
-    def add(self, key: Hashable, now: float) -> int:
-        """Count one failure; the count in the window, this one included."""
-        started, count = self._windows.get(key, (now, 0))
-        if now - started >= self._window_s:
-            started, count = now, 0
-        self._windows[key] = (started, count + 1)
-        self._windows.move_to_end(key)
-        while len(self._windows) > self._max_keys:
-            self._windows.popitem(last=False)
-        return count + 1
-
-    def retry_after(self, key: Hashable, now: float) -> int:
-        started = self._windows.get(key, (now, 0))[0]
-        return int(self._window_s - (now - started)) + 1
-
-
-class _PriorityGate:
-    """``slots`` holders at a time; waiters of a lower ``priority`` number are let in first."""
-
-    def __init__(self, slots: int) -> None:
-        self._free = slots
-        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
-
-    @contextlib.asynccontextmanager
-    async def held(self, priority: int) -> AsyncIterator[None]:
-        if self._free and not self._waiting:
-            self._free -= 1
-        else:
-            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            heapq.heappush(self._waiting, (priority, next(self._order), turn))
-            try:
-                await turn
-            except asyncio.CancelledError:
-                if turn.done() and not turn.cancelled():  # let in, then cancelled: pass the slot on
-                    self._release()
-                raise
-        try:
-            yield
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        while self._waiting:
-            turn = heapq.heappop(self._waiting)[2]
-            if not turn.done():
-                turn.set_result(None)
-                return
-        self._free += 1
 
 
 class Authenticator:
@@ -264,16 +94,16 @@ class Authenticator:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pool = pool
-        self._cache = _BoundedCache(max_entries)
-        self._wrong = _BoundedCache(max(100, max_entries // 10))  # refusals: never in the verified keys' cache
+        self._cache = KeyCache(max_entries)
+        self._wrong = KeyCache(max(100, max_entries // 10))  # refusals: never in the verified keys' cache
         self._cache_ttl_s = cache_ttl_s
         self._negative_ttl_s = negative_ttl_s
         self.bcrypt_threads = ThreadPoolExecutor(
             bcrypt_concurrency, thread_name_prefix="bcrypt", initializer=run_at_lowest_cpu_priority
         )
-        self._bcrypt_gate = _PriorityGate(bcrypt_concurrency)
+        self._bcrypt_gate = PriorityGate(bcrypt_concurrency)
         self._in_flight: dict[bytes, asyncio.Future[SiteIdentity | None]] = {}
-        self._suspect_in_flight: dict[str, int] = {}
+        self._suspects = InFlight[str]()  # suspect checks in flight, per client
         self._suspect_per_client = suspect_per_client
         self._throttle_delay_s = throttle_delay_s
         self._failure_limit = failure_limit
@@ -307,7 +137,7 @@ class Authenticator:
         suspect = False
         if verified is None:  # a key not verified here: it needs a bcrypt, unless its failures say no first
             try:
-                suspect = self._refuse_if_throttled(key.lookup_id, client, now)
+                suspect = self._refuse_ifthrottled(key.lookup_id, client, now)
             except TooManyRequests:
                 # Answered late: a client that keeps failing is slowed to its connections' count per delay,
                 # instead of taking the event loop's time at whatever rate it sends (a wait costs no CPU).
@@ -322,7 +152,7 @@ class Authenticator:
         future: asyncio.Future[SiteIdentity | None] = asyncio.get_running_loop().create_future()
         self._in_flight[key.digest] = future
         try:
-            with self._suspect_slot(client, suspect):
+            with self._suspects.held(client) if suspect else contextlib.nullcontext():
                 identity = await self._verify(key, verified, client, suspect)
             future.set_result(identity)
         except BaseException as exc:
@@ -338,12 +168,12 @@ class Authenticator:
         self._generation += 1
         self._cache.drop_site(site_id)
 
-    def _refuse_if_throttled(self, lookup_id: str, client: str, now: float) -> bool:
+    def _refuse_ifthrottled(self, lookup_id: str, client: str, now: float) -> bool:
         """429 for an attempt its own failures rule out; else whether it is suspect (queues behind clean ones)."""
         lookup_failures = self._by_lookup_id.count(lookup_id, now)
         if lookup_failures >= self._failure_limit and self._by_pair.count((lookup_id, client), now):
             self._failed(client, lookup_id, "throttled")
-            raise _throttled(
+            raise throttled(
                 "too many failed attempts with this key id; try again later", self._by_pair, (lookup_id, client), now
             )
         client_failures = self._by_client.count(client, now)
@@ -351,17 +181,17 @@ class Authenticator:
         # set as it is, without waiting for a refresh); a lookup id nobody failed on still gets its bcrypt.
         if client_failures >= self._client_failure_limit and (lookup_failures or not self._known.has(lookup_id)):
             self._failed(client, lookup_id, "throttled")
-            raise _throttled(
+            raise throttled(
                 "too many failed key checks from this client; try again later", self._by_client, client, now
             )
         suspect = bool(lookup_failures or client_failures)
-        if suspect and self._suspect_in_flight.get(client, 0) >= self._suspect_per_client:
+        if suspect and self._suspects.count(client) >= self._suspect_per_client:
             self._failed(client, lookup_id, "throttled")
             raise TooManyRequests("too many key checks in flight from this client", code="auth_rate_limited")
         return suspect
 
     async def _verify(
-        self, key: keys.PresentedKey, verified: _Entry | None, client: str, suspect: bool
+        self, key: keys.PresentedKey, verified: KeyEntry | None, client: str, suspect: bool
     ) -> SiteIdentity | None:
         """Check the key against its row: by bcrypt, or, for a key verified before, by the stored hash alone."""
         generation = self._generation
@@ -384,9 +214,9 @@ class Authenticator:
         if identity is None:
             self._cache.drop(key.digest)
             self._failed(client, key.lookup_id, "wrong_secret")
-            self._wrong.put(_Entry(key.digest, None, now + self._negative_ttl_s))
+            self._wrong.put(KeyEntry(key.digest, None, now + self._negative_ttl_s))
         elif generation == self._generation:
-            self._cache.put(_Entry(key.digest, identity, now + self._cache_ttl_s, row["key_hash"] if row else ""))
+            self._cache.put(KeyEntry(key.digest, identity, now + self._cache_ttl_s, row["key_hash"] if row else ""))
         return identity
 
     async def _bcrypt(self, key: keys.PresentedKey, key_hash: str, suspect: bool) -> bool:
@@ -396,19 +226,6 @@ class Authenticator:
             )
         AUTH_BCRYPT.labels("match" if ok else "mismatch").inc()
         return ok
-
-    @contextlib.contextmanager
-    def _suspect_slot(self, client: str, suspect: bool) -> Iterator[None]:
-        """Counts a suspect client's checks in flight (see ``suspect_per_client``)."""
-        if suspect:
-            self._suspect_in_flight[client] = self._suspect_in_flight.get(client, 0) + 1
-        try:
-            yield
-        finally:
-            if suspect:
-                left = self._suspect_in_flight.pop(client) - 1
-                if left:
-                    self._suspect_in_flight[client] = left
 
     def _failed(self, client: str, lookup_id: str | None, reason: str) -> None:
         """Count a refusal where it aimed, and let an operator see it: the first of a client's window and the one
@@ -440,44 +257,5 @@ def _invalid() -> Unauthorized:
     return Unauthorized("the API key is not valid", code="invalid_api_key")
 
 
-def _throttled(message: str, windows: FailureWindows, key: Hashable, now: float) -> TooManyRequests:
+def throttled(message: str, windows: FailureWindows, key: Hashable, now: float) -> TooManyRequests:
     return TooManyRequests(message, code="auth_rate_limited", retry_after_s=windows.retry_after(key, now))
-
-
-class AdminGate:
-    """The admin token check, throttled per client: past ``failure_limit`` failures in the window every attempt
-    from that client is refused unchecked (answering a right token then would tell a guesser it found it)."""
-
-    def __init__(
-        self,
-        token: Secret,
-        *,
-        failure_limit: int = 10,
-        failure_window_s: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._token = token
-        self._failures = FailureWindows(failure_window_s)
-        self._failure_limit = failure_limit
-        self._clock = clock
-
-    def check(self, authorization: str | None, client: str = "") -> None:
-        now = self._clock()
-        if self._failures.count(client, now) >= self._failure_limit:
-            _ADMIN_FAILURES["throttled"].inc()
-            raise _throttled("too many failed admin token checks from this client", self._failures, client, now)
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            self._failed(client, "missing")
-            raise Unauthorized("admin routes need Authorization: Bearer <admin token>", code="admin_token_required")
-        if not hmac.compare_digest(token.strip().encode(), self._token.reveal().encode()):
-            self._failed(client, "wrong_token")
-            raise Unauthorized("the admin token is not valid", code="invalid_admin_token")
-
-    def _failed(self, client: str, reason: str) -> None:
-        _ADMIN_FAILURES[reason].inc()
-        count = self._failures.add(client, self._clock())
-        if count in (1, self._failure_limit):
-            log.warning(
-                "admin authentication refused", extra={"reason": reason, "client": client, "failures_in_window": count}
-            )

@@ -22,9 +22,10 @@ import contextlib
 from collections.abc import Iterator
 from uuid import UUID
 
-from lib.common.ratelimit import TokenBucket
+from lib.common.ratelimit import TokenBucket, TokenBuckets
+from lib.common.throttling import InFlight
 from lib.domain.errors import TooManyRequests
-from lib.services.auth import SiteIdentity
+from lib.services.identity import SiteIdentity
 
 
 def _limited(message: str, wait_s: float) -> TooManyRequests:
@@ -33,16 +34,12 @@ def _limited(message: str, wait_s: float) -> TooManyRequests:
 
 class SiteQuotas:
     def __init__(self) -> None:
-        self._buckets: dict[UUID, TokenBucket] = {}
+        self._buckets = TokenBuckets[UUID]()
 
     def _bucket(self, site: SiteIdentity) -> TokenBucket | None:
         limit = site.rate_limit_per_minute
-        if limit is None:
-            return None
-        bucket = self._buckets.get(site.site_id)
-        if bucket is None or bucket.capacity != limit:  # new, or the admin changed the limit
-            bucket = self._buckets[site.site_id] = TokenBucket(limit / 60.0, burst=limit)
-        return bucket
+        # Made afresh when the admin changes the limit.
+        return None if limit is None else self._buckets.get(site.site_id, limit / 60.0, burst=limit)
 
     def take(self, site: SiteIdentity) -> None:
         """One message, or 429 with the seconds until there is room for one."""
@@ -72,13 +69,10 @@ class SiteQuotas:
 class KeyRotations:
     def __init__(self, per_hour: int) -> None:
         self._per_hour = per_hour
-        self._buckets: dict[UUID, TokenBucket] = {}
+        self._buckets = TokenBuckets[UUID]()
 
     def take(self, site: SiteIdentity) -> None:
-        bucket = self._buckets.get(site.site_id)
-        if bucket is None:
-            bucket = self._buckets[site.site_id] = TokenBucket(self._per_hour / 3600.0, burst=self._per_hour)
-        wait = bucket.try_take()
+        wait = self._buckets.get(site.site_id, self._per_hour / 3600.0, burst=self._per_hour).try_take()
         if wait:
             raise _limited(f"a site's key can be rotated at most {self._per_hour} times an hour", wait)
 
@@ -86,22 +80,16 @@ class KeyRotations:
 class BulkSlots:
     def __init__(self, per_site: int) -> None:
         self._per_site = per_site
-        self._held: dict[UUID, int] = {}
+        self._in_flight = InFlight[UUID]()
 
     @contextlib.contextmanager
     def held(self, site: SiteIdentity) -> Iterator[None]:
         """One of the site's bulk slots for the request's whole life, or 429 when all are taken."""
-        held = self._held.get(site.site_id, 0)
-        if held >= self._per_site:
+        if self._in_flight.count(site.site_id) >= self._per_site:
             raise TooManyRequests(
                 f"at most {self._per_site} bulk requests of a site at a time; retry when one is answered",
                 code="bulk_in_progress",
                 retry_after_s=1,
             )
-        self._held[site.site_id] = held + 1
-        try:
+        with self._in_flight.held(site.site_id):
             yield
-        finally:
-            left = self._held.pop(site.site_id) - 1
-            if left:
-                self._held[site.site_id] = left

@@ -14,7 +14,7 @@ from lib.domain.errors import NotFound, ValidationFailed
 from lib.domain.notification import public_json
 from lib.domain.validation import strict_int
 from lib.domain.vocabulary import CHANNELS, MESSAGE_STATUSES
-from lib.services.auth import SiteIdentity
+from lib.services.identity import SiteIdentity
 
 
 def parse_message_id(raw: str) -> uuid.UUID:

@@ -8,7 +8,7 @@ from typing import Any
 from lib.adapters import db
 from lib.domain.errors import ValidationFailed
 from lib.domain.vocabulary import CHANNELS
-from lib.services.auth import SiteIdentity
+from lib.services.identity import SiteIdentity
 
 MAX_RANGE_DAYS = 366
 COUNTS = ("total", "pending", "processing", "sent", "failed", "delivered", "bounced", "read")

@@ -3,9 +3,11 @@ plain values, a strict values schema, and settings the deployables accept."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,8 @@ import pytest
 import yaml
 
 from functions.api.settings import ApiSettings
-from functions.email.settings import EmailWorkerSettings
-from functions.whatsapp.settings import WhatsAppWorkerSettings
+from lib.delivery.channels import ChannelWorkerSettings
+from lib.domain.vocabulary import Channel
 from tests.chart.conftest import (
     CHART,
     DEV,
@@ -38,7 +40,7 @@ from tests.chart.conftest import (
 )
 
 FULLNAME = f"{RELEASE}-notify"
-CHANNELS = ("email", "whatsapp")
+CHANNELS = tuple(channel.value for channel in Channel)
 SECRET_ENV = re.compile(r"(PASSWORD|TOKEN|_KEY$|^DATABASE_URL$)")
 
 
@@ -507,7 +509,10 @@ def test_templates_take_the_channels_from_the_workers_map() -> None:
 # --- the deployables accept what the chart gives them -------------------------------------------------------
 
 
-SETTINGS: dict[str, Any] = {"api": ApiSettings, "email": EmailWorkerSettings, "whatsapp": WhatsAppWorkerSettings}
+SETTINGS: dict[str, Callable[[dict[str, str]], object]] = {
+    "api": ApiSettings.from_env,
+    **{channel.value: functools.partial(ChannelWorkerSettings.from_env, channel) for channel in Channel},
+}
 SOURCES = [
     *(ROOT / "lib").rglob("*.py"),
     *(ROOT / "functions").rglob("*.py"),
@@ -532,7 +537,7 @@ def test_deployables_accept_the_rendered_settings(values: tuple[str, ...]) -> No
     objects = render(values)
     for name, settings in SETTINGS.items():
         container = next(containers(named(objects, "Deployment", f"{FULLNAME}-{name}"), init=False))
-        loaded = settings.from_env(plain_env(container))
+        loaded = settings(plain_env(container))
         assert loaded is not None
     api = ApiSettings.from_env(plain_env(next(containers(named(objects, "Deployment", f"{FULLNAME}-api"), init=False))))
     assert api.host == "0.0.0.0" and api.port == 8080
@@ -660,13 +665,11 @@ def test_rendering_is_deterministic_apart_from_generated_secrets() -> None:
 SETTINGS_SOURCES = {
     "api": ["functions/api/settings.py", "lib/common/settings.py"],
     "email": [
-        "functions/email/settings.py",
         "lib/delivery/settings.py",
         "lib/common/settings.py",
         "lib/adapters/providers/sendgrid.py",
     ],
     "whatsapp": [
-        "functions/whatsapp/settings.py",
         "lib/delivery/settings.py",
         "lib/common/settings.py",
         "lib/adapters/providers/wasender.py",

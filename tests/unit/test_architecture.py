@@ -6,6 +6,10 @@ import ast
 import re
 from pathlib import Path
 
+from lib.delivery.channels import DELIVERY
+from lib.domain.channels import RULES
+from lib.domain.vocabulary import Channel
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOYABLES = sorted(p.name for p in (ROOT / "functions").iterdir() if (p / "__init__.py").exists())
 ENV_READ = re.compile(r'env\.(?:text|secret|integer|number|flag)\("([A-Z0-9_]+)"')
@@ -35,6 +39,20 @@ def test_deployables_import_lib_never_each_other() -> None:
         assert not {m for m in imported_modules(path) if m.startswith("functions")}, path
 
 
+def test_a_channel_is_one_entry_in_each_registry_and_a_thin_deployable() -> None:
+    """Validation's rules, the worker's provider and rate, and an entry point that only names its channel."""
+    assert set(RULES) == set(DELIVERY) == set(Channel)
+    for channel in Channel:
+        deployable = ROOT / "functions" / channel.value
+        assert sorted(p.name for p in deployable.glob("*.py")) == ["__init__.py", "__main__.py"], deployable
+        entry = (deployable / "__main__.py").read_text()
+        assert f"main(Channel.{channel.name})" in entry
+        assert {m for m in imported_modules(deployable / "__main__.py") if m.startswith("lib")} == {
+            "lib.delivery.worker",
+            "lib.domain.vocabulary",
+        }
+
+
 # Each layer of lib/ and what it may import of notify (besides itself).
 LAYERS = {
     "common": set(),
@@ -44,7 +62,7 @@ LAYERS = {
     "delivery": {"lib.common", "lib.domain", "lib.adapters"},
 }
 # The API side and the worker side never import each other.
-SIDES = {"api": "lib.delivery", "email": "lib.services", "whatsapp": "lib.services"}
+SIDES = {"api": "lib.delivery", **{channel.value: "lib.services" for channel in Channel}}
 
 
 def notify_imports(path: Path) -> set[str]:

@@ -12,7 +12,7 @@ from lib.adapters.providers import DeliveryError
 from lib.common.resilience import RetryPolicy
 from lib.delivery.pipeline import DeliveryContext, Outcome, handle
 from lib.domain.notification import NotificationRecord, OutgoingMessage
-from lib.domain.vocabulary import MessageStatus
+from lib.domain.vocabulary import Channel, MessageStatus
 
 pytestmark = pytest.mark.anyio
 
@@ -113,7 +113,7 @@ async def run(store: MemoryStore, provider: ScriptedProvider, letters: DeadLette
         await asyncio.sleep(0)
 
     ctx = DeliveryContext(
-        "email",
+        Channel.EMAIL,
         store,
         provider,
         letters,  # type: ignore[arg-type]

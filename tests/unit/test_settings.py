@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from functions.api.settings import ApiSettings
-from functions.email.settings import EmailWorkerSettings
 from lib.common.settings import ConfigError, Env
+from lib.delivery.channels import ChannelWorkerSettings
+from lib.domain.vocabulary import Channel
 
 
 def test_values_are_typed_and_bounded() -> None:
@@ -37,7 +38,7 @@ def test_required_and_secret_settings() -> None:
     assert "s3cret-token" not in shown and "kafka-pass" not in shown and "dbpass" not in shown
     assert settings.admin_token.reveal() == "s3cret-token"
     with pytest.raises(ConfigError, match="SENDGRID_FROM must be an email address"):
-        EmailWorkerSettings.from_env({"SENDGRID_API_KEY": "k", "SENDGRID_FROM": "nobody"})
+        ChannelWorkerSettings.from_env(Channel.EMAIL, {"SENDGRID_API_KEY": "k", "SENDGRID_FROM": "nobody"})
     with pytest.raises(ConfigError, match="KAFKA_SECURITY_PROTOCOL"):
         ApiSettings.from_env({"NOTIFY_ADMIN_TOKEN": "t", "KAFKA_SECURITY_PROTOCOL": "carrier-pigeon"})
 

@@ -33,6 +33,12 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
+class ProviderSettings(Protocol):
+    """A provider account's settings (read from the environment by its adapter), able to open a client."""
+
+    def connect(self, *, timeout_s: float, max_connections: int) -> Provider: ...
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Retry-After as seconds or an HTTP date."""
     if not value:

@@ -41,6 +41,9 @@ class SendGridSettings:
             reply_to=env.text("SENDGRID_REPLY_TO", ""),
         )
 
+    def connect(self, *, timeout_s: float, max_connections: int) -> SendGridProvider:
+        return SendGridProvider(self, timeout_s=timeout_s, max_connections=max_connections)
+
 
 def mail_body(settings: SendGridSettings, message: OutgoingMessage) -> dict[str, Any]:
     mail = Mail(

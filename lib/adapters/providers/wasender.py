@@ -24,6 +24,9 @@ class WASenderSettings:
             api_key=env.secret("WASENDER_API_KEY"), api_url=env.text("WASENDER_API_URL", DEFAULT_URL).rstrip("/")
         )
 
+    def connect(self, *, timeout_s: float, max_connections: int) -> WASenderProvider:
+        return WASenderProvider(self, timeout_s=timeout_s, max_connections=max_connections)
+
 
 class WASenderProvider:
     name = "wasender"

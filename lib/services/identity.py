@@ -1,0 +1,15 @@
+"""The site a request acts for, once its API key is checked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+
+@dataclass(frozen=True)
+class SiteIdentity:
+    site_id: UUID
+    site_name: str
+    status: str
+    enabled_channels: tuple[str, ...]
+    rate_limit_per_minute: int | None
