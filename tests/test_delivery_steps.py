@@ -121,6 +121,6 @@ async def test_a_worker_delivers_the_row_and_reads_only_the_id_from_the_record(a
         await asyncio.wait_for(handle(stale.to_bytes(), stale.key(), ctx), 20)
     finally:
         await pool.close()
-    assert [(m.message_id, m.recipient, m.body) for m in provider.sent] == [
+    assert [(m.message_id, m.content.recipient, m.content.body) for m in provider.sent] == [
         (str(row["id"]), row["recipient"], row["body"])
     ]

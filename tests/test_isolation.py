@@ -4,6 +4,7 @@ worked before its fix, over the real PostgreSQL, Kafka and a real API server."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import secrets
 import uuid
@@ -107,7 +108,8 @@ async def test_a_row_the_database_refuses_fails_alone_in_its_batch(
     publisher = Publisher(kafka_settings)
     acceptor = Acceptor(pool, publisher, kafka_settings)
     poisoned = acceptor.prepare(identity(a), parse_notification({**EMAIL, "body": "placeholder"}))
-    poisoned_req = type(poisoned.req)(**{**poisoned.req.__dict__, "body": "nul \x00 here"})
+    req = poisoned.req
+    poisoned_req = dataclasses.replace(req, content=dataclasses.replace(req.content, body="nul \x00 here"))
     poisoned = acceptor.prepare(identity(a), poisoned_req)
     fine = [acceptor.prepare(identity(b), parse_notification(EMAIL)) for _ in range(7)]
     results = await asyncio.gather(

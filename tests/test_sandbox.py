@@ -22,7 +22,7 @@ from functions.sandbox.settings import SandboxSettings
 from lib.adapters.providers.sendgrid import SendGridProvider, SendGridSettings
 from lib.adapters.providers.wasender import WASenderProvider, WASenderSettings
 from lib.common.settings import Secret
-from lib.domain.notification import OutgoingMessage
+from lib.domain.notification import Content, OutgoingMessage
 
 SENDGRID_KEY = "SG.sandbox-test-key"
 WASENDER_KEY = "wasender-test-key"
@@ -388,8 +388,8 @@ def test_wasender_rejected_recipient_is_a_422_on_to(sandbox: httpx.Client) -> No
 
 
 def test_the_workers_adapters_get_the_ids_the_sandbox_lists(sandbox: httpx.Client, sandbox_url: str) -> None:
-    message = OutgoingMessage("m-9", "s-9", "grace@example.com", "Body", subject="Subject", html="<p>Body</p>")
-    chat = OutgoingMessage("m-10", "s-9", "+14155550123", "Hello")
+    message = OutgoingMessage("m-9", "s-9", Content("grace@example.com", "Body", subject="Subject", html="<p>Body</p>"))
+    chat = OutgoingMessage("m-10", "s-9", Content("+14155550123", "Hello"))
 
     async def send_both() -> tuple[str, str]:
         email = SendGridProvider(

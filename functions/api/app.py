@@ -28,6 +28,7 @@ from lib.adapters.kafka import Publisher, sized_for_topics, topic_max_message_by
 from lib.common.logs import tune_gc
 from lib.domain.errors import NotifyError, Unavailable
 from lib.domain.validation import check_idempotency_key, parse_notification
+from lib.domain.vocabulary import MessageStatus
 from lib.services import accepting, reading, replay, site_metrics, sites
 from lib.services.admin import AdminGate
 from lib.services.auth import Authenticator, SiteAuthenticator
@@ -142,6 +143,10 @@ async def admin_replay(request: Request) -> Response:
 # --- notifications ----------------------------------------------------------------------------------
 
 
+# The busiest answer, written out: a UUID needs no escaping, and JSONResponse builds an encoder per call.
+_ACCEPTED_BODY = b'{"message_id":"%s","status":"' + MessageStatus.PENDING.encode() + b'"}'
+
+
 async def send_notification(request: Request) -> Response:
     site = await require_site(request)
     svc = services(request)
@@ -151,8 +156,7 @@ async def send_notification(request: Request) -> Response:
     svc.quotas.take(site)
     accepted = await svc.acceptor.accept(site, item)
     headers = {"Idempotent-Replayed": "true"} if accepted.replayed else None
-    # The busiest answer, written out: a UUID needs no escaping, and JSONResponse builds an encoder per call.
-    body = b'{"message_id":"%s","status":"PENDING"}' % str(accepted.message_id).encode()
+    body = _ACCEPTED_BODY % str(accepted.message_id).encode()
     return Response(body, status_code=202, headers=headers, media_type="application/json")
 
 

@@ -1,13 +1,21 @@
-"""Request pieces both fake providers share: the Bearer key check and a size-limited JSON body."""
+"""Request pieces both fake providers share: the Bearer key check, a size-limited JSON body, and the first steps
+of every call (the injected delay, the key, the body, an injected failure)."""
 
 from __future__ import annotations
 
+import abc
 import hmac
 import json
-from typing import Any
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from starlette.requests import Request
+from starlette.responses import Response
 
+if TYPE_CHECKING:  # the ledger reads bodies with parse_json below
+    from functions.sandbox.ledger import Ledger
 from lib.common.settings import Secret
 from lib.domain.validation import strict_int
 
@@ -49,3 +57,51 @@ def parse_json(raw: bytes | None) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+@dataclass(frozen=True)
+class Refusals:
+    """A provider's own answers to the checks every call meets first."""
+
+    unauthorized: Callable[[bool], Response]  # given whether any key was presented
+    injected: Callable[[int, int], Response]  # an injected failure: its status and Retry-After seconds
+    too_large: Callable[[], Response]
+
+
+@dataclass(frozen=True)
+class Arrival:
+    received_at: float
+    raw: bytes
+    body: Any  # the decoded JSON; None when it is not JSON
+
+
+class FakeEndpoint(abc.ABC):
+    """A provider's send endpoint over one ledger and the one key it accepts. Every call first meets the injected
+    delay, the key, the size limit and any injected failure (answered with the provider's ``refusals``); what
+    passes is the provider's to answer (``answer``). Every answer is recorded in the ledger."""
+
+    refusals: ClassVar[Refusals]
+    max_bytes: ClassVar[int]
+
+    def __init__(self, ledger: Ledger, api_key: Secret) -> None:
+        self._ledger = ledger
+        self._key = BearerKey(api_key)
+
+    async def send(self, request: Request) -> Response:
+        received_at = time.time()
+        faults = self._ledger.faults
+        await faults.wait()
+        if not self._key.valid(request):
+            unauthorized = self.refusals.unauthorized(self._key.present(request))
+            return self._ledger.answer(received_at, None, unauthorized, auth_valid=False)
+        raw = await read_body(request, self.max_bytes)
+        injected = faults.take_failure()
+        if injected is not None:
+            return self._ledger.answer(received_at, raw, self.refusals.injected(injected, faults.retry_after_s))
+        if raw is None:
+            return self._ledger.answer(received_at, None, self.refusals.too_large())
+        return self.answer(Arrival(received_at, raw, parse_json(raw)))
+
+    @abc.abstractmethod
+    def answer(self, arrival: Arrival) -> Response:
+        """The provider's own checks and its answer to a call that passed the common ones."""

@@ -14,13 +14,11 @@ import time
 from http import HTTPStatus
 from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from functions.sandbox.calls import BearerKey, parse_json, read_body
+from functions.sandbox.calls import Arrival, FakeEndpoint, Refusals
 from functions.sandbox.faults import Faults
-from functions.sandbox.ledger import Ledger, Record
-from lib.common.settings import Secret
+from functions.sandbox.ledger import Record
 
 MAX_BYTES = 30 * 1024 * 1024  # SendGrid: the whole message, attachments included, under 30 MB
 MAX_PERSONALIZATIONS = 1000
@@ -318,26 +316,22 @@ def summary(body: Any) -> Record:
     }
 
 
-class SendGridFake:
+_REFUSALS = Refusals(
+    unauthorized=lambda _presented: errors(401, [problem(BAD_KEY)]),
+    injected=lambda status, retry_after_s: failure(status, retry_after_s),
+    too_large=lambda: failure(413, 0),
+)
+
+
+class SendGridFake(FakeEndpoint):
     """The ``POST /v3/mail/send`` endpoint over one ledger and the one API key it accepts."""
 
-    def __init__(self, ledger: Ledger, api_key: Secret) -> None:
-        self._ledger = ledger
-        self._key = BearerKey(api_key)
+    refusals = _REFUSALS
+    max_bytes = MAX_BYTES
 
-    async def send(self, request: Request) -> Response:
-        received_at = time.time()
-        await self._ledger.faults.wait()
+    def answer(self, arrival: Arrival) -> Response:
+        received_at, raw, body = arrival.received_at, arrival.raw, arrival.body
         faults = self._ledger.faults
-        if not self._key.valid(request):
-            return self._ledger.answer(received_at, None, errors(401, [problem(BAD_KEY)]), auth_valid=False)
-        raw = await read_body(request, MAX_BYTES)
-        body = parse_json(raw)
-        injected = faults.take_failure()
-        if injected is not None:
-            return self._ledger.answer(received_at, raw, failure(injected, faults.retry_after_s))
-        if raw is None:
-            return self._ledger.answer(received_at, None, failure(413, 0))
         problems = validate(body)
         if problems:
             return self._ledger.answer(received_at, raw, errors(400, problems))

@@ -13,10 +13,9 @@ import time
 from http import HTTPStatus
 from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from functions.sandbox.calls import BearerKey, parse_json, read_body
+from functions.sandbox.calls import Arrival, FakeEndpoint, Refusals
 from functions.sandbox.ledger import Ledger, Record
 from lib.common.settings import Secret
 
@@ -96,29 +95,27 @@ def summary(body: Any) -> Record:
     }
 
 
-class WASenderFake:
+_REFUSALS = Refusals(
+    unauthorized=lambda presented: message(401, "Invalid API key" if presented else "API key is required"),
+    injected=lambda status, retry_after_s: failure(status, retry_after_s),
+    too_large=lambda: message(413, "The request body is too large."),
+)
+
+
+class WASenderFake(FakeEndpoint):
     """The ``POST /api/send-message`` endpoint over one ledger and the one session key it accepts."""
 
+    refusals = _REFUSALS
+    max_bytes = MAX_BYTES
+
     def __init__(self, ledger: Ledger, api_key: Secret) -> None:
-        self._ledger = ledger
-        self._key = BearerKey(api_key)
+        super().__init__(ledger, api_key)
         # Integers, as WASender's msgId; started from the clock so a restarted sandbox does not reuse them.
         self._ids = itertools.count(int(time.time() * 1000))
 
-    async def send(self, request: Request) -> Response:
-        received_at = time.time()
-        await self._ledger.faults.wait()
+    def answer(self, arrival: Arrival) -> Response:
+        received_at, raw, body = arrival.received_at, arrival.raw, arrival.body
         faults = self._ledger.faults
-        if not self._key.valid(request):
-            text = "Invalid API key" if self._key.present(request) else "API key is required"
-            return self._ledger.answer(received_at, None, message(401, text), auth_valid=False)
-        raw = await read_body(request, MAX_BYTES)
-        body = parse_json(raw)
-        injected = faults.take_failure()
-        if injected is not None:
-            return self._ledger.answer(received_at, raw, failure(injected, faults.retry_after_s))
-        if raw is None:
-            return self._ledger.answer(received_at, None, message(413, "The request body is too large."))
         errors = validate(body)
         if errors:
             return self._ledger.answer(received_at, raw, invalid(422, errors))

@@ -11,7 +11,6 @@ import signal
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import uvloop
 
@@ -38,7 +37,9 @@ def worker_id() -> str:
 
 
 @contextlib.asynccontextmanager
-async def delivery_context(settings: WorkerSettings, provider: Provider) -> AsyncIterator[tuple[DeliveryContext, Any]]:
+async def delivery_context(
+    settings: WorkerSettings, provider: Provider
+) -> AsyncIterator[tuple[DeliveryContext, db.Pool]]:
     pool = db.create_pool(settings.database, name=f"worker-{settings.channel}")
     await pool.open(wait=False)
     dead_letters = Publisher(settings.kafka)

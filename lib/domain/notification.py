@@ -1,6 +1,8 @@
 """One notification, and its projections: the validated request becomes a Kafka record, a row, a provider call
 and the public JSON.
 
+- ``Content``: what a message says and to whom. Every shape below carries this one object, never a copy of its
+  fields.
 - ``NotificationRequest``: what a site asked for, validated (``lib.domain.validation``). It is the model.
 - ``NotificationRecord`` (``request.to_record``): the Kafka record. **What it is for:** it tells a channel worker
   that a message exists and is due; the worker reads its ``message_id`` and nothing else, claims that row, and
@@ -28,32 +30,35 @@ WIRE_VERSION = 1
 
 
 @dataclass(frozen=True)
-class NotificationRequest:
-    channel: Channel
+class Content:
     recipient: str
     body: str
     subject: str | None = None
     html: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Content:
+        return cls(row["recipient"], row["body"], row.get("subject"), row.get("html"), row.get("metadata") or {})
+
+    def is_ascii(self) -> bool:
+        return all(t is None or t.isascii() for t in (self.recipient, self.body, self.subject, self.html))
+
+
+@dataclass(frozen=True)
+class NotificationRequest:
+    channel: Channel
+    content: Content
     idempotency_key: str | None = None
 
     def to_record(self, message_id: UUID, site_id: UUID, created_at: str) -> NotificationRecord:
-        return NotificationRecord(
-            message_id=str(message_id),
-            site_id=str(site_id),
-            channel=self.channel,
-            recipient=self.recipient,
-            body=self.body,
-            subject=self.subject,
-            html=self.html,
-            metadata=self.metadata,
-            created_at=created_at,
-        )
+        return NotificationRecord(str(message_id), str(site_id), self.channel, self.content, created_at)
 
     def fingerprint(self) -> str:
         """What makes two requests with one idempotency key "the same request"."""
+        c = self.content
         canonical = json.dumps(
-            [self.channel, self.recipient, self.subject, self.body, self.html, self.metadata],
+            [self.channel, c.recipient, c.subject, c.body, c.html, c.metadata],
             sort_keys=True,
             separators=(",", ":"),
         )
@@ -65,11 +70,7 @@ class NotificationRecord:
     message_id: str
     site_id: str
     channel: str
-    recipient: str
-    body: str
-    subject: str | None = None
-    html: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    content: Content
     created_at: str = ""
     v: int = WIRE_VERSION
 
@@ -80,11 +81,7 @@ class NotificationRecord:
             message_id=str(row["id"]),
             site_id=str(row["site_id"]),
             channel=row["channel"],
-            recipient=row["recipient"],
-            body=row["body"],
-            subject=row.get("subject"),
-            html=row.get("html"),
-            metadata=row.get("metadata") or {},
+            content=Content.from_row(row),
             created_at=created.isoformat() if isinstance(created, datetime) else created,
         )
 
@@ -96,22 +93,23 @@ class NotificationRecord:
 
     def to_json(self) -> str:
         # Spelled out rather than dataclasses.asdict, which deep-copies: this runs once per message.
+        # The record is flat on the wire: the content's fields sit beside the ids.
+        c = self.content
         fields = {
             "message_id": self.message_id,
             "site_id": self.site_id,
             "channel": self.channel,
-            "recipient": self.recipient,
-            "body": self.body,
-            "subject": self.subject,
-            "html": self.html,
-            "metadata": self.metadata,
+            "recipient": c.recipient,
+            "body": c.body,
+            "subject": c.subject,
+            "html": c.html,
+            "metadata": c.metadata,
             "created_at": self.created_at,
             "v": self.v,
         }
         # Text that is not ASCII goes out as UTF-8, not \u-escaped (an escaped "é" took 6 bytes, and a record
         # three times its text's size); ASCII text takes the escaping encoder, CPython's faster one (2.3x for 16 kB).
-        plain = all(t is None or t.isascii() for t in (self.recipient, self.body, self.subject, self.html))
-        return json.dumps(fields, separators=(",", ":"), ensure_ascii=plain)
+        return json.dumps(fields, separators=(",", ":"), ensure_ascii=c.is_ascii())
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> NotificationRecord:
@@ -119,32 +117,27 @@ class NotificationRecord:
         if not isinstance(data, dict) or data.get("v") != WIRE_VERSION:
             raise ValueError("not a notification record of a known version")
         UUID(data["message_id"])
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        return cls(
+            message_id=data["message_id"],
+            site_id=data["site_id"],
+            channel=data["channel"],
+            content=Content.from_row(data),
+            created_at=data.get("created_at", ""),
+            v=data["v"],
+        )
 
 
 @dataclass(frozen=True)
 class OutgoingMessage:
-    """A provider call's content: always the claimed row's, never a record's copy."""
+    """A provider call: always the claimed row's content, never a record's copy."""
 
     message_id: str
     site_id: str
-    recipient: str
-    body: str
-    subject: str | None = None
-    html: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    content: Content
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> OutgoingMessage:
-        return cls(
-            str(row["id"]),
-            str(row["site_id"]),
-            row["recipient"],
-            row["body"],
-            row["subject"],
-            row["html"],
-            row["metadata"] or {},
-        )
+        return cls(str(row["id"]), str(row["site_id"]), Content.from_row(row))
 
 
 def public_json(row: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from lib.domain.channels import RULES, is_email_address
 from lib.domain.errors import ValidationFailed
-from lib.domain.notification import NotificationRequest
+from lib.domain.notification import Content, NotificationRequest
 from lib.domain.vocabulary import CHANNELS, Channel
 
 LIMITS = {
@@ -166,4 +166,5 @@ def parse_notification(data: Any, *, idempotency_key: str | None = None) -> Noti
     if problems.items:
         raise ValidationFailed("the notification is not valid", details=problems.items)
     assert recipient is not None and body is not None and isinstance(channel, str)
-    return NotificationRequest(Channel(channel), recipient, body, subject, html, metadata, idempotency_key or item_key)
+    content = Content(recipient, body, subject, html, metadata)
+    return NotificationRequest(Channel(channel), content, idempotency_key or item_key)

@@ -76,7 +76,8 @@ _Stored = asyncio.Future[dict[uuid.UUID, str]] | NotifyError | None
 
 def _too_large(req: NotificationRequest, room: int, limit: int) -> PayloadTooLarge:
     """The record would be refused by Kafka: name the largest part, by its encoded size."""
-    parts = {"body": req.body, "html": req.html, "subject": req.subject, "metadata": req.metadata}
+    c = req.content
+    parts = {"body": c.body, "html": c.html, "subject": c.subject, "metadata": c.metadata}
     sizes = {name: len(json.dumps(v, ensure_ascii=False).encode()) for name, v in parts.items() if v}
     largest = max(sizes, key=lambda name: sizes[name])
     message = (

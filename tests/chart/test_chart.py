@@ -397,24 +397,29 @@ def test_schema_rejects_typos(setting: str, complaint: str) -> None:
     assert complaint in render_fails(DEV, (setting,))
 
 
-def documented_paths(text: str) -> set[str]:
-    """Dotted paths of the keys that have a `# -- description` comment right above them."""
-    found: set[str] = set()
+def commented_keys(text: str) -> dict[str, list[str]]:
+    """Each key of a YAML text by dotted path, with the comment lines right above it (stripped)."""
+    found: dict[str, list[str]] = {}
     stack: list[tuple[int, str]] = []
-    pending = False
+    comments: list[str] = []
     for line in text.splitlines():
         stripped = line.strip()
         if stripped.startswith("#"):
-            pending = pending or stripped.startswith("# -- ")  # a banner (`# -----`) documents nothing
+            comments.append(stripped)
             continue
         key = re.match(r"^( *)([A-Za-z0-9_]+):", line)
         if key:
             indent = len(key.group(1))
             stack = [(i, k) for i, k in stack if i < indent] + [(indent, key.group(2))]
-            if pending:
-                found.add(".".join(k for _, k in stack))
-        pending = False
+            found[".".join(k for _, k in stack)] = comments
+        comments = []
     return found
+
+
+def documented_paths(text: str) -> set[str]:
+    """Dotted paths of the keys that have a `# -- description` comment right above them (a banner, `# -----`,
+    documents nothing)."""
+    return {path for path, comments in commented_keys(text).items() if any(c.startswith("# -- ") for c in comments)}
 
 
 def test_every_value_is_documented_in_values_and_schema() -> None:
@@ -615,21 +620,12 @@ def has_path(node: Any, path: str) -> bool:
 
 
 def mapped_values(text: str) -> dict[str, str]:
+    """Each value whose comment ends in `-> VAR`: the variable it sets (the last arrow above the key)."""
     found: dict[str, str] = {}
-    stack: list[tuple[int, str]] = []
-    pending: str | None = None
-    for line in text.splitlines():
-        arrow = re.search(r"-> ([A-Z_]+)\s*$", line)
-        if line.strip().startswith("#"):
-            pending = arrow.group(1) if arrow else pending
-            continue
-        key = re.match(r"^( *)([A-Za-z0-9_]+):", line)
-        if key:
-            indent = len(key.group(1))
-            stack = [(i, k) for i, k in stack if i < indent] + [(indent, key.group(2))]
-            if pending:
-                found[".".join(k for _, k in stack)] = pending
-        pending = None
+    for path, comments in commented_keys(text).items():
+        arrows = [m.group(1) for c in comments if (m := re.search(r"-> ([A-Z_]+)\s*$", c))]
+        if arrows:
+            found[path] = arrows[-1]
     return found
 
 
@@ -696,24 +692,15 @@ def value_descriptions(text: str) -> dict[str, str]:
     """Each documented value's `# -- ` text (continued by the plain comment lines under it), by dotted path.
     Section banners (`# -----`) describe nothing."""
     found: dict[str, str] = {}
-    stack: list[tuple[int, str]] = []
-    pending: str | None = None
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("# -- "):
-            pending = stripped[5:].strip()
-            continue
-        if stripped.startswith("#"):
-            if pending is not None and not stripped.startswith("# -"):
-                pending = f"{pending} {stripped[1:].strip()}"
-            continue
-        key = re.match(r"^( *)([A-Za-z0-9_]+):", line)
-        if key:
-            indent = len(key.group(1))
-            stack = [(i, k) for i, k in stack if i < indent] + [(indent, key.group(2))]
-            if pending is not None:
-                found[".".join(k for _, k in stack)] = pending
-        pending = None
+    for path, comments in commented_keys(text).items():
+        description: str | None = None
+        for comment in comments:
+            if comment.startswith("# -- "):
+                description = comment[5:].strip()
+            elif description is not None and not comment.startswith("# -"):
+                description = f"{description} {comment[1:].strip()}"
+        if description is not None:
+            found[path] = description
     return found
 
 

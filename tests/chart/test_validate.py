@@ -122,30 +122,28 @@ def kubeconform_schemas(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_kubeconform_strict(name: str, kubeconform_schemas: Path, tmp_path: Path) -> None:
-    rendered = tmp_path / f"{name}.yaml"
-    rendered.write_text(render_text(*SCENARIOS[name]))
-    result = subprocess.run(
-        [
-            str(require(KUBECONFORM)),
-            "-strict",
-            "-summary",
-            "-output",
-            "json",
-            "-kubernetes-version",
-            KUBE_VERSION,
-            "-schema-location",
-            str(kubeconform_schemas / "{{.ResourceKind}}{{.KindSuffix}}.json"),
-            "-schema-location",
-            str(SHARED_SCHEMAS / "{{.ResourceKind}}_{{.ResourceAPIVersion}}.json"),
-            str(rendered),
-        ],
+def kubeconform(schemas: Path, manifests: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """kubeconform -strict over the chart's schemas (Kubernetes', KEDA's and the CRDs') and then ../shared's."""
+    locations = [
+        str(schemas / "{{.ResourceKind}}{{.KindSuffix}}.json"),
+        str(SHARED_SCHEMAS / "{{.ResourceKind}}_{{.ResourceAPIVersion}}.json"),
+    ]
+    return subprocess.run(
+        [str(require(KUBECONFORM)), "-strict", "-summary", *options]
+        + [arg for location in locations for arg in ("-schema-location", location)]
+        + [str(manifests)],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_kubeconform_strict(name: str, kubeconform_schemas: Path, tmp_path: Path) -> None:
+    rendered = tmp_path / f"{name}.yaml"
+    rendered.write_text(render_text(*SCENARIOS[name]))
+    result = kubeconform(kubeconform_schemas, rendered, "-output", "json", "-kubernetes-version", KUBE_VERSION)
     report = json.loads(result.stdout)
     problems = [r for r in report["resources"] if r["status"] != "statusValid"]
     assert result.returncode == 0 and not problems, json.dumps(problems or report, indent=2)
@@ -161,22 +159,7 @@ def test_kubeconform_rejects_a_bad_object(kubeconform_schemas: Path, tmp_path: P
     scaled["spec"]["triggers"][0]["metadata"]["lagThreshold"] = 50
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump_all([deployment, scaled]))
-    result = subprocess.run(
-        [
-            str(require(KUBECONFORM)),
-            "-strict",
-            "-summary",
-            "-schema-location",
-            str(kubeconform_schemas / "{{.ResourceKind}}{{.KindSuffix}}.json"),
-            "-schema-location",
-            str(SHARED_SCHEMAS / "{{.ResourceKind}}_{{.ResourceAPIVersion}}.json"),
-            str(bad),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = kubeconform(kubeconform_schemas, bad)
     assert result.returncode != 0
     assert re.search(r"Invalid: 2\b", result.stdout), result.stdout
     with pytest.raises(kubernetes_validate.ValidationError):

@@ -12,6 +12,18 @@ from tests.conftest import ADMIN_TOKEN, KAFKA_BOOTSTRAP
 from tests.processes import Deployable
 
 
+def api_process(name: str, pg_dsn: str, port: int, **settings: str) -> Deployable:
+    """``python -m functions.api`` on ``port``, started and healthy, with ``settings`` added to its environment."""
+    env = {
+        "NOTIFY_ADMIN_TOKEN": ADMIN_TOKEN,
+        "DATABASE_URL": pg_dsn,
+        "KAFKA_BOOTSTRAP_SERVERS": KAFKA_BOOTSTRAP,
+        "API_PORT": str(port),
+        **settings,
+    }
+    return Deployable(name, "functions.api", env, f"http://127.0.0.1:{port}/healthz").start()
+
+
 def _answered(conn: http.client.HTTPConnection) -> bool:
     """A keep-alive request on ``conn``'s open socket (read whole, so nothing is left for the next one): True if it
     is answered, False if the server has closed the connection."""
@@ -30,14 +42,7 @@ def test_idle_connections_are_kept_for_the_configured_time(pg_dsn: str) -> None:
     at the end)."""
     assert ApiSettings.from_env({"NOTIFY_ADMIN_TOKEN": "x"}).keepalive_s > 60
     port = free_port()
-    env = {
-        "NOTIFY_ADMIN_TOKEN": ADMIN_TOKEN,
-        "DATABASE_URL": pg_dsn,
-        "KAFKA_BOOTSTRAP_SERVERS": KAFKA_BOOTSTRAP,
-        "API_PORT": str(port),
-        "API_KEEPALIVE_SECONDS": "2",
-    }
-    api = Deployable("api-keepalive", "functions.api", env, f"http://127.0.0.1:{port}/healthz").start()
+    api = api_process("api-keepalive", pg_dsn, port, API_KEEPALIVE_SECONDS="2")
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         try:
@@ -57,14 +62,7 @@ def test_readyz_answers_503_as_soon_as_sigterm_arrives_and_requests_are_still_se
     API_SHUTDOWN_DELAY_SECONDS; then it drains and exits."""
 
     port = free_port()
-    env = {
-        "NOTIFY_ADMIN_TOKEN": ADMIN_TOKEN,
-        "DATABASE_URL": pg_dsn,
-        "KAFKA_BOOTSTRAP_SERVERS": KAFKA_BOOTSTRAP,
-        "API_PORT": str(port),
-        "API_SHUTDOWN_DELAY_SECONDS": "3",
-    }
-    api = Deployable("api-draining", "functions.api", env, f"http://127.0.0.1:{port}/healthz").start()
+    api = api_process("api-draining", pg_dsn, port, API_SHUTDOWN_DELAY_SECONDS="3")
     assert api.proc is not None
     deadline = time.monotonic() + 20
     while _status(port, "/readyz") != 200:  # ready first (Kafka's metadata answered)

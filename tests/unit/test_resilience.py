@@ -103,17 +103,13 @@ def test_provider_errors_are_classified() -> None:
 
 
 def test_a_record_survives_the_wire() -> None:
-    from lib.domain.notification import NotificationRecord
+    from lib.domain.notification import Content, NotificationRecord
 
     record = NotificationRecord(
         "8d7e6f1a-1b2c-4d3e-8f9a-0b1c2d3e4f5a",
         "s",
         "email",
-        "a@example.com",
-        "body",
-        "subject",
-        "<p>html</p>",
-        {"doc": "SINV-1"},
+        Content("a@example.com", "body", "subject", "<p>html</p>", {"doc": "SINV-1"}),
         "2026-11-24T00:00:00+00:00",
     )
     assert NotificationRecord.from_bytes(record.to_bytes()) == record

@@ -6,7 +6,7 @@ import pytest
 
 from lib.domain.channels import RULES
 from lib.domain.errors import ValidationFailed
-from lib.domain.notification import NotificationRequest
+from lib.domain.notification import Content, NotificationRequest
 from lib.domain.validation import parse_notification, strict_int
 from lib.domain.vocabulary import Channel
 
@@ -29,9 +29,10 @@ def test_valid_email_and_whatsapp() -> None:
         }
     )
     assert email == NotificationRequest(
-        Channel.EMAIL, "a.b+c@mail.example.org", "B", "S", "<p>B</p>", {"doctype": "Sales Invoice"}
+        Channel.EMAIL, Content("a.b+c@mail.example.org", "B", "S", "<p>B</p>", {"doctype": "Sales Invoice"})
     )
-    assert parse_notification({"channel": "whatsapp", "recipient": "+919876543210", "body": "x"}).subject is None
+    whatsapp = parse_notification({"channel": "whatsapp", "recipient": "+919876543210", "body": "x"})
+    assert whatsapp.content.subject is None
 
 
 @pytest.mark.parametrize(
@@ -90,7 +91,10 @@ def test_subjects_take_no_line_separator_or_control_character(separator: str) ->
     """Issue 14 (4): only CR and LF were refused; U+2028, NEL, VT and other controls passed into the header."""
     email = {"channel": "email", "recipient": "a@example.com", "body": "b", "subject": f"Invoice{separator}Bcc: x"}
     assert ("subject", "invalid") in problems(email)
-    assert parse_notification({**email, "subject": "Facture n° 42 — réglée ✓"}).subject == "Facture n° 42 — réglée ✓"
+    assert (
+        parse_notification({**email, "subject": "Facture n° 42 — réglée ✓"}).content.subject
+        == "Facture n° 42 — réglée ✓"
+    )
 
 
 @pytest.mark.parametrize("text", ["nul\x00here", "half \ud800 a pair"])
@@ -109,7 +113,7 @@ def test_reply_to_is_one_address(reply_to: object) -> None:
     email = {"channel": "email", "recipient": "a@example.com", "subject": "s", "body": "b"}
     assert ("metadata.reply_to", "invalid_email") in problems({**email, "metadata": {"reply_to": reply_to}})
     accepted = parse_notification({**email, "metadata": {"reply_to": "billing@example.com"}})
-    assert accepted.metadata == {"reply_to": "billing@example.com"}
+    assert accepted.content.metadata == {"reply_to": "billing@example.com"}
 
 
 def test_strict_int_takes_ascii_digits_only() -> None:

@@ -46,14 +46,15 @@ class SendGridSettings:
 
 
 def mail_body(settings: SendGridSettings, message: OutgoingMessage) -> dict[str, Any]:
+    content = message.content
     mail = Mail(
         from_email=From(settings.sender, settings.sender_name or None),
-        to_emails=To(message.recipient),
-        subject=message.subject,
-        plain_text_content=message.body,
-        html_content=message.html,
+        to_emails=To(content.recipient),
+        subject=content.subject,
+        plain_text_content=content.body,
+        html_content=content.html,
     )
-    reply_to = message.metadata.get("reply_to") or settings.reply_to
+    reply_to = content.metadata.get("reply_to") or settings.reply_to
     if isinstance(reply_to, str) and "@" in reply_to:
         mail.reply_to = ReplyTo(reply_to)
     # custom_args come back in SendGrid's event webhooks: how a later DELIVERED/BOUNCED finds the message.

@@ -39,7 +39,7 @@ class WASenderProvider:
     async def send(self, message: OutgoingMessage) -> str:
         try:
             response = await self._client.post(
-                self._url, json={"to": message.recipient, "text": message.body}, headers=self._headers
+                self._url, json={"to": message.content.recipient, "text": message.content.body}, headers=self._headers
             )
         except httpx.HTTPError as exc:
             raise error_for_transport(self.name, exc) from exc
