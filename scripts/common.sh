@@ -53,3 +53,13 @@ is_running() {
   [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
   [[ -z ${2:-} ]] || tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$2"
 }
+
+# ensure_packages PACKAGE...: apt-get install the Debian packages not installed yet (output to the component's log).
+ensure_packages() {
+  local missing=() p
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  ((${#missing[@]})) || return 0
+  log "installing ${missing[*]} from Debian"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+    >>"$LOG_DIR/${COMPONENT:-infra}.log" 2>&1 || die "apt-get install ${missing[*]} failed"
+}

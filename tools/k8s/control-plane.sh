@@ -213,6 +213,9 @@ start_apiserver() {
     --allow-privileged=true \
     --enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,ResourceQuota,PodSecurity,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy \
     --cert-dir "$STATE/apiserver-certs" \
+    --kubelet-client-certificate "$PKI/admin.crt" \
+    --kubelet-client-key "$PKI/admin.key" \
+    --kubelet-preferred-address-types InternalIP \
     --profiling=false \
     >> "$API_LOG" 2>&1 < /dev/null &
   echo $! > "$STATE/kube-apiserver.pid"
