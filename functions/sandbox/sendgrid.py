@@ -318,7 +318,7 @@ def summary(body: Any) -> Record:
 
 _REFUSALS = Refusals(
     unauthorized=lambda _presented: errors(401, [problem(BAD_KEY)]),
-    injected=lambda status, retry_after_s: failure(status, retry_after_s),
+    injected=failure,
     too_large=lambda: failure(413, 0),
 )
 

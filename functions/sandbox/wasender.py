@@ -97,7 +97,7 @@ def summary(body: Any) -> Record:
 
 _REFUSALS = Refusals(
     unauthorized=lambda presented: message(401, "Invalid API key" if presented else "API key is required"),
-    injected=lambda status, retry_after_s: failure(status, retry_after_s),
+    injected=failure,
     too_large=lambda: message(413, "The request body is too large."),
 )
 
