@@ -63,3 +63,25 @@ ensure_packages() {
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
     >>"$LOG_DIR/${COMPONENT:-infra}.log" 2>&1 || die "apt-get install ${missing[*]} failed"
 }
+
+# start_daemon NAME LOG COMMAND...: COMMAND in the background as NAME, detached (its own session), its pid in
+# .local/run; nothing when NAME already runs that command.
+start_daemon() {
+  local name="$1" logfile="$2"; shift 2
+  if is_running "$name" "$1"; then log "$name already running"; return; fi
+  log "starting $name (log $logfile)"
+  setsid nohup "$@" >>"$logfile" 2>&1 9>&- &
+  echo $! >"$(pid_file "$name")"
+}
+
+# stop_daemon NAME: SIGTERM, up to 10 s, then SIGKILL; the pid file goes.
+stop_daemon() {
+  local name="$1" pid
+  is_running "$name" || { rm -f "$(pid_file "$name")"; return 0; }
+  pid="$(cat "$(pid_file "$name")")"
+  log "stopping $name (pid $pid)"
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$(pid_file "$name")"
+}

@@ -237,6 +237,19 @@ def test_the_dev_values_turn_the_sandbox_on() -> None:
     assert provider_urls(objects) == {"email": f"http://{sandbox}:8090", "whatsapp": f"http://{sandbox}:8090/api"}
 
 
+def test_the_sandbox_accepts_exactly_the_keys_its_workers_send_with() -> None:
+    """Found by running the chart (tests/node): the fake providers check the API key, so each must be given the
+    Secret key its worker sends; without it every delivery failed with 401."""
+    for sets in ((), ("workers.email.sendgrid.existingSecret=mine",)):
+        objects = render(DEV, sets)
+        sandbox = env_of(next(containers(named(objects, "Deployment", f"{FULLNAME}-sandbox"), init=False)))
+        email = env_of(next(containers(named(objects, "Deployment", f"{FULLNAME}-email"), init=False)))
+        whatsapp = env_of(next(containers(named(objects, "Deployment", f"{FULLNAME}-whatsapp"), init=False)))
+        assert sandbox["SANDBOX_SENDGRID_API_KEY"] == email["SENDGRID_API_KEY"]
+        assert sandbox["SANDBOX_WASENDER_API_KEY"] == whatsapp["WASENDER_API_KEY"]
+    assert email["SENDGRID_API_KEY"]["secretKeyRef"]["name"] == "mine"
+
+
 def test_dashboards_are_configmaps_for_the_grafana_sidecar() -> None:
     maps = [o for o in render(DEV) if o["kind"] == "ConfigMap" and component(o) == "dashboards"]
     assert len(maps) == 2

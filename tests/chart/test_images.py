@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.chart.conftest import ROOT
 
@@ -176,3 +177,20 @@ def test_entrypoint_module_imports_from_the_image_files_alone(name: str, tmp_pat
     assert result.stdout.strip().startswith(str(app))
     if name != "sandbox":
         assert (app / "db" / "migrations").is_dir(), "lib.adapters.db reads db/ next to lib/"
+
+
+def test_the_node_builds_the_third_party_images_under_the_charts_default_tags() -> None:
+    """tools/k8s/images.sh builds the embedded Kafka and PostgreSQL for the node e2e under the tags the chart pulls
+    by default, so that `helm install` with default values runs them: a changed default must change the build (and
+    Kafka's version is the one the local stack runs)."""
+    values = yaml.safe_load((ROOT / "charts" / "notify" / "values.yaml").read_text())
+    script = (ROOT / "tools" / "k8s" / "images.sh").read_text()
+    kafka_version = re.findall(r"^KAFKA_IMAGE_VERSION=([\d.]+)$", script, re.MULTILINE)
+    postgres_image = re.findall(r'^POSTGRES_IMAGE="([^"]+)"$', script, re.MULTILINE)
+    kafka_sh = (ROOT / "scripts" / "kafka.sh").read_text()
+    local_kafka = re.findall(r"^KAFKA_VERSION=\$\{KAFKA_VERSION:-([\d.]+)\}$", kafka_sh, re.MULTILINE)
+    kafka = values["kafka"]["embedded"]["image"]
+    postgres = values["postgresql"]["embedded"]["image"]
+    assert (kafka["repository"], kafka_version) == ("apache/kafka", [kafka["tag"]])
+    assert local_kafka == [kafka["tag"]]
+    assert postgres_image == [f"docker.io/library/{postgres['repository']}:{postgres['tag']}"]

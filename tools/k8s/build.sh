@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Build (once) the local Kubernetes test toolchain into .local/bin:
 #   helm, kubeconform, kube-apiserver, kubectl, etcd (the default set), and on request the node's parts:
-#   kube-controller-manager, kube-scheduler, kubelet, keda-operator, keda-adapter
+#   kube-controller-manager, kube-scheduler, kubelet, kube-proxy, coredns, keda-operator, keda-adapter, prometheus,
+#   kube-state-metrics
 # Versions come from tools/k8s/versions.env. Everything is built from the Go
 # module proxy (etcd optionally from Debian's etcd-server package).
 #
 # Idempotent: a tool is skipped when .local/bin/<tool> exists and reports the
-# pinned version. FORCE=1 rebuilds. Arguments restrict the set:
+# pinned version. Every tool built is also kept in the machine's cache
+# ($NOTIFY_CACHE, default ~/.cache/notify: bin/<tool>@<version>), so that a fresh
+# clone on the same machine copies it instead of building it again (the node's
+# parts and KEDA take minutes each). FORCE=1 rebuilds. Arguments restrict the set:
 #   tools/k8s/build.sh                 # all tools
 #   tools/k8s/build.sh helm kubectl    # only these
 #
@@ -19,9 +23,10 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 . "$HERE/versions.env"
 
 BIN="$ROOT/.local/bin"
+CACHE_BIN="${NOTIFY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/notify}/bin"
 BUILD="$ROOT/.local/build"
 LOGDIR="$ROOT/.local/log"
-mkdir -p "$BIN" "$BUILD" "$LOGDIR"
+mkdir -p "$BIN" "$BUILD" "$LOGDIR" "$CACHE_BIN"
 
 GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 [ -x "$GO" ] || { echo "build.sh: no Go toolchain found (set GO=/path/to/go)" >&2; exit 1; }
@@ -44,6 +49,10 @@ ver_kube_apiserver() { ver_k8s_server kube-apiserver; }
 ver_kube_controller_manager() { ver_k8s_server kube-controller-manager; }
 ver_kube_scheduler() { ver_k8s_server kube-scheduler; }
 ver_kubelet()        { ver_k8s_server kubelet; }
+ver_kube_proxy()     { ver_k8s_server kube-proxy; }
+ver_coredns()        { "$BIN/coredns" -version 2>/dev/null | sed -n 's/^CoreDNS-\([0-9.]*\).*/v\1/p' | head -n1 || true; }
+ver_kube_state_metrics() { "$BIN/kube-state-metrics" --version 2>&1 | sed -n 's/.*version \(v[0-9.]*\).*/\1/p' | head -n1 || true; }
+ver_prometheus()     { "$BIN/prometheus" --version 2>/dev/null | sed -n 's/^prometheus, version \([^ ]*\).*/v\1/p' || true; }
 ver_keda_operator()  { cat "$BIN/.keda-operator.version" 2>/dev/null || true; }
 ver_keda_adapter()   { cat "$BIN/.keda-adapter.version" 2>/dev/null || true; }
 ver_kubectl()        { "$BIN/kubectl" version --client -o json 2>/dev/null | sed -n 's/.*"gitVersion": *"\([^"]*\)".*/\1/p' | head -n1 || true; }
@@ -67,12 +76,38 @@ up_to_date() {
   return 1
 }
 
-# stopwatch wrapper: run "$@" and report elapsed seconds.
+# from_cache TOOL WANT: copy TOOL at WANT from the machine's cache into .local/bin, if it is there.
+from_cache() {
+  local tool="$1" want="$2"
+  [ "$FORCE" = 1 ] && return 1
+  [ -x "$CACHE_BIN/$tool@$want" ] || return 1
+  cp -f "$CACHE_BIN/$tool@$want" "$BIN/.$tool.tmp" && mv -f "$BIN/.$tool.tmp" "$BIN/$tool"
+  [ -f "$CACHE_BIN/.$tool@$want.version" ] && cp -f "$CACHE_BIN/.$tool@$want.version" "$BIN/.$tool.version"
+  [ "$("ver_${tool//-/_}")" = "$want" ] || return 1
+  log "$tool $want copied from $CACHE_BIN"
+}
+
+# stopwatch wrapper: run "$@", report elapsed seconds, keep the result in the machine's cache.
 timed() {
-  local name="$1"; shift
+  local name="$1" want="$2"; shift 2
   local t0=$SECONDS
   "$@"
   log "$name built in $((SECONDS - t0))s"
+  to_cache "$name" "$want"
+}
+
+# to_cache TOOL WANT: keep .local/bin/TOOL (at WANT) in the machine's cache, unless it is there.
+to_cache() {
+  local tool="$1" want="$2"
+  [ -x "$CACHE_BIN/$tool@$want" ] && [ "$FORCE" != 1 ] && return 0
+  cp -f "$BIN/$tool" "$CACHE_BIN/.$tool@$want.tmp" && mv -f "$CACHE_BIN/.$tool@$want.tmp" "$CACHE_BIN/$tool@$want"
+  if [ -f "$BIN/.$tool.version" ]; then cp -f "$BIN/.$tool.version" "$CACHE_BIN/.$tool@$want.version"; fi
+}
+
+# have TOOL WANT: TOOL at WANT in .local/bin already (kept in the cache too), or copied there from the cache.
+have() {
+  if up_to_date "$1" "$2"; then to_cache "$1" "$2"; return 0; fi
+  from_cache "$1" "$2"
 }
 
 # --- helm --------------------------------------------------------------------
@@ -211,6 +246,31 @@ build_keda() {
   echo "$KEDA_VERSION" > "$BIN/.$tool.version"
 }
 
+# --- CoreDNS (cluster DNS for the node) and Prometheus (scrapes the pods, answers the dashboards' queries) ------
+# Neither module has a replace directive, so a plain `go install module/cmd@version` builds them. Prometheus' Go
+# module is tagged v0.<minor*100+patch>.x; its web UI assets are left out (no `builtinassets` tag): the tests use
+# its HTTP API only.
+build_coredns() {
+  log "building coredns $COREDNS_VERSION"
+  (cd "$BUILD" && GOBIN="$BIN" "$GO" install -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION")
+}
+
+# kube-state-metrics (the dashboards' replica and HPA series). The newest release the module proxy serves here is
+# v2.13.0 (later ones answer 403); it reads apps/v1 and autoscaling/v2, which Kubernetes 1.37 still serves.
+build_kube_state_metrics() {
+  log "building kube-state-metrics $KUBE_STATE_METRICS_VERSION"
+  local ld="-s -w -X github.com/prometheus/common/version.Version=$KUBE_STATE_METRICS_VERSION"
+  (cd "$BUILD" && GOBIN="$BIN" "$GO" install -ldflags "$ld" "k8s.io/kube-state-metrics/v2@$KUBE_STATE_METRICS_VERSION")
+}
+
+build_prometheus() {
+  log "building prometheus $PROMETHEUS_VERSION (module v$PROMETHEUS_MODULE_VERSION)"
+  local ld="-s -w -X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v}"
+  ld+=" -X github.com/prometheus/common/version.Branch=release"
+  (cd "$BUILD" && GOBIN="$BIN" "$GO" install -ldflags "$ld" \
+      "github.com/prometheus/prometheus/cmd/prometheus@v$PROMETHEUS_MODULE_VERSION")
+}
+
 # --- etcd ----------------------------------------------------------------------
 ETCD_WRAPPER="$BUILD/etcd-wrapper"
 
@@ -257,19 +317,38 @@ EOF
 }
 
 # --- main ----------------------------------------------------------------------
+# --cached TOOL...: exit 0 when every TOOL is at its pinned version in .local/bin or the machine's cache (no build).
+if [ "${1:-}" = --cached ]; then
+  shift
+  for t in "$@"; do
+    case "$t" in
+      helm) want="$HELM_VERSION" ;; kubeconform) want="$KUBECONFORM_VERSION" ;; etcd) want="$(want_etcd)" ;;
+      keda-operator|keda-adapter) want="$KEDA_VERSION" ;; coredns) want="$COREDNS_VERSION" ;;
+      prometheus) want="$PROMETHEUS_VERSION" ;; kube-state-metrics) want="$KUBE_STATE_METRICS_VERSION" ;;
+      *) want="$KUBERNETES_VERSION" ;;
+    esac
+    [ -x "$CACHE_BIN/$t@$want" ] || [ "$(ver_"${t//-/_}" 2>/dev/null)" = "$want" ] || exit 1
+  done
+  exit 0
+fi
 tools=("$@")
 [ ${#tools[@]} -gt 0 ] || tools=(helm kubeconform etcd kubectl kube-apiserver)
 for t in "${tools[@]}"; do
   case "$t" in
-    helm)           up_to_date helm "$HELM_VERSION" || timed helm build_helm ;;
-    kubeconform)    up_to_date kubeconform "$KUBECONFORM_VERSION" || timed kubeconform build_kubeconform ;;
-    etcd)           up_to_date etcd "$(want_etcd)" || timed etcd build_etcd ;;
-    kubectl|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet)
-                    up_to_date "$t" "$KUBERNETES_VERSION" || timed "$t" build_k8s_cmd "$t" ;;
+    helm)           have helm "$HELM_VERSION" || timed helm "$HELM_VERSION" build_helm ;;
+    kubeconform)    have kubeconform "$KUBECONFORM_VERSION" || timed kubeconform "$KUBECONFORM_VERSION" build_kubeconform ;;
+    etcd)           have etcd "$(want_etcd)" || timed etcd "$(want_etcd)" build_etcd ;;
+    kubectl|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy)
+                    have "$t" "$KUBERNETES_VERSION" || timed "$t" "$KUBERNETES_VERSION" build_k8s_cmd "$t" ;;
     keda-operator|keda-adapter)
-                    up_to_date "$t" "$KEDA_VERSION" || timed "$t" build_keda "$t" ;;
+                    have "$t" "$KEDA_VERSION" || timed "$t" "$KEDA_VERSION" build_keda "$t" ;;
+    coredns)        have coredns "$COREDNS_VERSION" || timed coredns "$COREDNS_VERSION" build_coredns ;;
+    kube-state-metrics)
+                    have kube-state-metrics "$KUBE_STATE_METRICS_VERSION" ||
+                      timed kube-state-metrics "$KUBE_STATE_METRICS_VERSION" build_kube_state_metrics ;;
+    prometheus)     have prometheus "$PROMETHEUS_VERSION" || timed prometheus "$PROMETHEUS_VERSION" build_prometheus ;;
     *) echo "build.sh: unknown tool '$t' (helm kubeconform etcd kubectl kube-apiserver kube-controller-manager" \
-            "kube-scheduler kubelet keda-operator keda-adapter)" >&2; exit 2 ;;
+            "kube-scheduler kubelet kube-proxy coredns keda-operator keda-adapter prometheus kube-state-metrics)" >&2; exit 2 ;;
   esac
 done
 log "done: ${tools[*]} in $BIN"

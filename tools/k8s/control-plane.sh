@@ -13,7 +13,10 @@
 # no ServiceAccount/token controllers, no garbage collection). See README.md.
 #
 # Settings (environment): K8S_API_PORT (6443; remembered for later status/env),
-# K8S_ETCD_PORT (2379; a free port is picked if busy), K8S_START_TIMEOUT (120 s).
+# K8S_ETCD_PORT (2379; a free port is picked if busy), K8S_START_TIMEOUT (120 s),
+# K8S_ADVERTISE_ADDRESS (empty: loopback only; tools/k8s/node.sh sets the node's address, so that pods reach the
+# apiserver through the `kubernetes` Service: it then listens on every address and keeps that Service's endpoint).
+# The aggregation layer is always configured (a front-proxy CA and client), for KEDA's metrics adapter.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -28,6 +31,7 @@ API_LOG="$LOGDIR/kube-apiserver.log"
 # K8S_API_PORT wins; else the port of the last start; else 6443
 API_PORT="${K8S_API_PORT:-$(cat "$STATE/apiserver.port" 2>/dev/null || echo 6443)}"
 START_TIMEOUT="${K8S_START_TIMEOUT:-120}"
+ADVERTISE="${K8S_ADVERTISE_ADDRESS:-}"
 SERVICE_CIDR="10.96.0.0/16"   # config value only: nothing is routed
 SA_ISSUER="https://kubernetes.default.svc.cluster.local"
 
@@ -90,16 +94,6 @@ gen_pki() {
     openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout ca.key -out ca.crt \
       -subj "/CN=notify-local-ca" \
       -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
-    # serving certificate: loopback names + the in-cluster names of the apiserver
-    openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver"
-    cat > apiserver.ext <<'EOF'
-basicConstraints=critical,CA:FALSE
-keyUsage=critical,digitalSignature,keyEncipherment
-extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
-EOF
-    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
-      -extfile apiserver.ext -out apiserver.crt
     # admin client certificate: group system:masters (bypasses RBAC, like kubeadm's admin)
     openssl req -newkey rsa:2048 -nodes -keyout admin.key -out admin.csr -subj "/O=system:masters/CN=notify-admin"
     printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' > client.ext
@@ -109,6 +103,42 @@ EOF
     openssl genrsa -out sa.key 2048
     openssl rsa -in sa.key -pubout -out sa.pub
     rm -f ./*.csr
+  ) || { log "openssl failed: see $PKI/openssl.log"; exit 1; }
+}
+
+# The serving certificate: loopback, the in-cluster names of the apiserver and the advertised address, if any.
+# Made again when the names it must carry change (a node started after a loopback-only run).
+gen_serving_cert() {
+  local sans="IP:127.0.0.1,IP:10.96.0.1${ADVERTISE:+,IP:$ADVERTISE},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  [ -f "$PKI/apiserver.crt" ] && [ "$(cat "$PKI/apiserver.sans" 2>/dev/null)" = "$sans" ] && return 0
+  (
+    cd "$PKI"
+    exec 2>>openssl.log
+    openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver"
+    printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=%s\n' \
+      "$sans" > apiserver.ext
+    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile apiserver.ext -out apiserver.crt
+    echo "$sans" > apiserver.sans
+    rm -f apiserver.csr
+  ) || { log "openssl failed: see $PKI/openssl.log"; exit 1; }
+}
+
+# The aggregation layer's front proxy: its own CA and the client certificate the apiserver shows an extension
+# API server (KEDA's metrics adapter) when it forwards a request.
+gen_front_proxy() {
+  [ -f "$PKI/front-proxy-client.crt" ] && return 0
+  (
+    cd "$PKI"
+    exec 2>>openssl.log
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout front-proxy-ca.key -out front-proxy-ca.crt \
+      -subj "/CN=notify-local-front-proxy-ca" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    openssl req -newkey rsa:2048 -nodes -keyout front-proxy-client.key -out front-proxy-client.csr \
+      -subj "/CN=front-proxy-client"
+    openssl x509 -req -in front-proxy-client.csr -CA front-proxy-ca.crt -CAkey front-proxy-ca.key \
+      -CAcreateserial -days 3650 -extfile client.ext -out front-proxy-client.crt
+    rm -f front-proxy-client.csr
   ) || { log "openssl failed: see $PKI/openssl.log"; exit 1; }
 }
 
@@ -185,21 +215,24 @@ start_etcd() {
 }
 
 start_apiserver() {
-  if pid_of kube-apiserver >/dev/null && readyz; then return 0; fi
+  if pid_of kube-apiserver >/dev/null && readyz && [ "$(cat "$STATE/apiserver.advertise" 2>/dev/null)" = "$ADVERTISE" ]; then
+    return 0
+  fi
   stop_one kube-apiserver
+  local listen=(--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --endpoint-reconciler-type none)
+  [ -n "$ADVERTISE" ] && listen=(--bind-address 0.0.0.0 --advertise-address "$ADVERTISE" --endpoint-reconciler-type lease)
   if port_busy "$API_PORT"; then
     log "port 127.0.0.1:$API_PORT is in use by another process: set K8S_API_PORT"
     exit 1
   fi
   local etcd_port; etcd_port="$(cat "$STATE/etcd.port")"
   echo "$API_PORT" > "$STATE/apiserver.port"
-  log "starting kube-apiserver on https://127.0.0.1:$API_PORT (log $API_LOG)"
+  echo "$ADVERTISE" > "$STATE/apiserver.advertise"
+  log "starting kube-apiserver on https://${ADVERTISE:-127.0.0.1}:$API_PORT (log $API_LOG)"
   echo "=== $(date -u +%FT%TZ) start" >> "$API_LOG"
   setsid nohup "$BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address 127.0.0.1 \
-    --advertise-address 127.0.0.1 \
-    --endpoint-reconciler-type none \
+    "${listen[@]}" \
     --secure-port "$API_PORT" \
     --tls-cert-file "$PKI/apiserver.crt" \
     --tls-private-key-file "$PKI/apiserver.key" \
@@ -216,6 +249,14 @@ start_apiserver() {
     --kubelet-client-certificate "$PKI/admin.crt" \
     --kubelet-client-key "$PKI/admin.key" \
     --kubelet-preferred-address-types InternalIP \
+    --requestheader-client-ca-file "$PKI/front-proxy-ca.crt" \
+    --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User \
+    --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$PKI/front-proxy-client.crt" \
+    --proxy-client-key-file "$PKI/front-proxy-client.key" \
+    --enable-aggregator-routing=true \
     --profiling=false \
     >> "$API_LOG" 2>&1 < /dev/null &
   echo $! > "$STATE/kube-apiserver.pid"
@@ -233,6 +274,8 @@ cmd_start() {
   # idempotent and fast when the binaries are already in .local/bin
   "$HERE/build.sh" etcd kube-apiserver kubectl
   gen_pki
+  gen_serving_cert
+  gen_front_proxy
   start_etcd
   write_kubeconfig
   start_apiserver

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # A single-node cluster on this machine, on top of tools/k8s/control-plane.sh (etcd + kube-apiserver):
 # kube-controller-manager, kube-scheduler, containerd (Debian's, its own socket and state) and a kubelet, with the
-# images of tools/k8s/images.sh imported, pods on a CNI bridge.
+# images of tools/k8s/images.sh imported, pods on a CNI bridge; kube-proxy (iptables) for Services and CoreDNS for
+# the cluster's names. kube-proxy and CoreDNS run as host processes beside the kubelet (as a node's add-ons, with
+# the admin kubeconfig), not as pods: CoreDNS listens on the node's address, which every pod reaches through the
+# bridge's gateway, and the kubelet gives pods that address as their nameserver.
 #
 #   tools/k8s/node.sh start    # build what is missing, start every part, wait for the node to be Ready
 #   tools/k8s/node.sh stop     # stop exactly what start started; remove the pods' containers, mounts, cgroups
@@ -38,30 +41,11 @@ POD_CIDR="10.244.0.0/24"
 BRIDGE="notifycni0"
 TAG="${IMAGE_TAG:-dev}"
 NODE_IP="${NODE_IP:-$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')}"
-PARTS=(containerd kube-controller-manager kube-scheduler kubelet)
+PARTS=(containerd kube-controller-manager kube-scheduler kubelet kube-proxy coredns)
+CLUSTER_DOMAIN="cluster.local"
 
 kubectl() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 ctr() { command ctr --address "$SOCK" --namespace k8s.io "$@"; }
-
-# start_part NAME LOG COMMAND...: COMMAND in the background as NAME, detached, its pid in .local/run.
-start_part() {
-  local name="$1" logfile="$2"; shift 2
-  if is_running "$name" "$1"; then log "$name already running"; return; fi
-  log "starting $name (log $logfile)"
-  setsid nohup "$@" >>"$logfile" 2>&1 9>&- &
-  echo $! >"$(pid_file "$name")"
-}
-
-stop_part() {
-  local name="$1" pid
-  is_running "$name" || { rm -f "$(pid_file "$name")"; return 0; }
-  pid="$(cat "$(pid_file "$name")")"
-  log "stopping $name (pid $pid)"
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  kill -9 "$pid" 2>/dev/null || true
-  rm -f "$(pid_file "$name")"
-}
 
 write_containerd_config() {
   mkdir -p "$CTRD/cni-conf" "$CTRD/cni-ipam"
@@ -120,7 +104,8 @@ authentication:
   x509: {clientCAFile: $PKI/ca.crt}
   webhook: {enabled: false}
 authorization: {mode: AlwaysAllow}
-clusterDomain: cluster.local
+clusterDomain: $CLUSTER_DOMAIN
+clusterDNS: [$NODE_IP]
 resolvConf: /etc/resolv.conf
 serializeImagePulls: false
 imageGCHighThresholdPercent: 100
@@ -130,7 +115,7 @@ EOF
 
 start_containerd() {
   write_containerd_config
-  start_part containerd "$LOG_DIR/containerd.log" "$(command -v containerd)" --config "$CTRD/config.toml"
+  start_daemon containerd "$LOG_DIR/containerd.log" "$(command -v containerd)" --config "$CTRD/config.toml"
   for _ in $(seq 60); do [[ -S $SOCK ]] && ctr version >/dev/null 2>&1 && return; sleep 0.5; done
   die "containerd did not answer on $SOCK (log $LOG_DIR/containerd.log)"
 }
@@ -145,14 +130,14 @@ import_images() {
 }
 
 start_controllers() {
-  start_part kube-controller-manager "$LOG_DIR/kube-controller-manager.log" "$BIN/kube-controller-manager" \
+  start_daemon kube-controller-manager "$LOG_DIR/kube-controller-manager.log" "$BIN/kube-controller-manager" \
     --kubeconfig "$KUBECONFIG_FILE" --authentication-kubeconfig "$KUBECONFIG_FILE" \
     --authorization-kubeconfig "$KUBECONFIG_FILE" --bind-address 127.0.0.1 --secure-port 20257 \
     --leader-elect=false --controllers '*' \
     --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
     --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
     --horizontal-pod-autoscaler-sync-period 5s
-  start_part kube-scheduler "$LOG_DIR/kube-scheduler.log" "$BIN/kube-scheduler" \
+  start_daemon kube-scheduler "$LOG_DIR/kube-scheduler.log" "$BIN/kube-scheduler" \
     --kubeconfig "$KUBECONFIG_FILE" --authentication-kubeconfig "$KUBECONFIG_FILE" \
     --authorization-kubeconfig "$KUBECONFIG_FILE" --bind-address 127.0.0.1 --secure-port 20259 \
     --leader-elect=false
@@ -160,9 +145,53 @@ start_controllers() {
 
 start_kubelet() {
   write_kubelet_config
-  start_part kubelet "$LOG_DIR/kubelet.log" "$BIN/kubelet" --config "$NODE/kubelet.yaml" \
+  start_daemon kubelet "$LOG_DIR/kubelet.log" "$BIN/kubelet" --config "$NODE/kubelet.yaml" \
     --kubeconfig "$KUBECONFIG_FILE" --root-dir "$KUBELET_ROOT" --hostname-override "$NODE_NAME" \
     --node-ip "$NODE_IP"
+}
+
+# Pod traffic to a Service that lands on a pod of the same bridge must pass iptables both ways (br_netfilter), and
+# the node forwards between the bridge and its own address.
+enable_forwarding() {
+  sysctl -q -w net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 >/dev/null ||
+    die "could not enable forwarding and bridge netfilter (sysctl)"
+}
+
+start_kube_proxy() {
+  cat >"$NODE/kube-proxy.yaml" <<EOF
+# Written by tools/k8s/node.sh.
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: iptables
+clientConnection: {kubeconfig: $KUBECONFIG_FILE}
+hostnameOverride: $NODE_NAME
+clusterCIDR: $POD_CIDR
+bindAddress: 0.0.0.0
+healthzBindAddress: 127.0.0.1:20256
+metricsBindAddress: 127.0.0.1:20249
+# the host's conntrack table is left as it is
+conntrack: {maxPerCore: 0}
+EOF
+  start_daemon kube-proxy "$LOG_DIR/kube-proxy.log" "$BIN/kube-proxy" --config "$NODE/kube-proxy.yaml"
+}
+
+start_coredns() {
+  cat >"$NODE/Corefile" <<EOF
+# Written by tools/k8s/node.sh: the cluster's names from the apiserver, the rest from the host's resolver.
+.:53 {
+    bind $NODE_IP
+    errors
+    health 127.0.0.1:20253
+    kubernetes $CLUSTER_DOMAIN in-addr.arpa ip6.arpa {
+        kubeconfig $KUBECONFIG_FILE notify-local
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }
+    forward . /etc/resolv.conf
+    cache 5
+}
+EOF
+  start_daemon coredns "$LOG_DIR/coredns.log" "$BIN/coredns" -conf "$NODE/Corefile"
 }
 
 node_ready() {
@@ -172,12 +201,16 @@ node_ready() {
 cmd_start() {
   [[ $(id -u) == 0 ]] || die "the node needs root (containerd, runc, the CNI bridge)"
   [[ -n $NODE_IP ]] || die "no node address found: set NODE_IP"
-  ensure_packages containerd runc containernetworking-plugins iptables
-  "$HERE/build.sh" kube-controller-manager kube-scheduler kubelet
-  "$HERE/control-plane.sh" start
+  ensure_packages containerd runc containernetworking-plugins iptables conntrack
+  "$HERE/build.sh" kube-controller-manager kube-scheduler kubelet kube-proxy coredns
+  # fd 9 (the node lock) closed: etcd and kube-apiserver outlive this script
+  K8S_ADVERTISE_ADDRESS="$NODE_IP" "$HERE/control-plane.sh" start 9>&-
+  enable_forwarding
   start_containerd
   import_images
   start_controllers
+  start_kube_proxy
+  start_coredns
   start_kubelet
   local t0=$SECONDS
   until node_ready; do
@@ -208,11 +241,15 @@ clean_node() {
 }
 
 cmd_stop() {
-  stop_part kubelet
+  stop_daemon kubelet
   clean_node
-  stop_part containerd
-  stop_part kube-scheduler
-  stop_part kube-controller-manager
+  stop_daemon coredns
+  stop_daemon kube-proxy
+  # kube-proxy's rules (its KUBE-* chains) go with it
+  [[ -x $BIN/kube-proxy ]] && "$BIN/kube-proxy" --cleanup >>"$LOG_DIR/kube-proxy.log" 2>&1 || true
+  stop_daemon containerd
+  stop_daemon kube-scheduler
+  stop_daemon kube-controller-manager
 }
 
 cmd_status() {
