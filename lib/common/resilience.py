@@ -45,6 +45,10 @@ class CircuitBreaker:
     Messages that find it open wait: they are neither failed nor dead-lettered for it.
     A 429 is not a failure of the provider but an order to slow down: ``hold`` makes every caller wait out
     its Retry-After, without counting towards opening the circuit.
+
+    The probe is the one caller let through while half-open; until its outcome is recorded nobody else goes. A
+    probe given up before its call (its message revoked or shut down) is handed back with ``abandon_probe``; one
+    that never reports at all is replaced after ``probe_timeout_s``, so a lost probe cannot hold the circuit shut.
     """
 
     def __init__(
@@ -53,6 +57,7 @@ class CircuitBreaker:
         open_s: float = 10.0,
         max_open_s: float = 120.0,
         clock: Callable[[], float] = time.monotonic,
+        probe_timeout_s: float = 30.0,
     ) -> None:
         self.failure_threshold = failure_threshold
         self.base_open_s = open_s
@@ -61,7 +66,8 @@ class CircuitBreaker:
         self._failures = 0
         self._open_s = open_s
         self._opened_at: float | None = None
-        self._probe_out = False
+        self.probe_timeout_s = probe_timeout_s
+        self._probe_since: float | None = None
         self._held_until = 0.0
 
     def hold(self, seconds: float) -> None:
@@ -83,21 +89,30 @@ class CircuitBreaker:
         state = self.state
         if state is CircuitState.CLOSED:
             return 0.0
-        if state is CircuitState.HALF_OPEN and not self._probe_out:
-            self._probe_out = True
+        if state is CircuitState.HALF_OPEN and not self.probe_out:
+            self._probe_since = self._clock()
             return 0.0
         assert self._opened_at is not None
         return max(0.05, self._opened_at + self._open_s - self._clock()) if state is CircuitState.OPEN else 0.25
 
+    @property
+    def probe_out(self) -> bool:
+        """A probe is out and may still report (it went less than ``probe_timeout_s`` ago)."""
+        return self._probe_since is not None and self._clock() - self._probe_since < self.probe_timeout_s
+
+    def abandon_probe(self) -> None:
+        """The probe's caller gives up before calling: the next caller probes instead."""
+        self._probe_since = None
+
     def record_success(self) -> None:
         self._failures = 0
         self._opened_at = None
-        self._probe_out = False
+        self._probe_since = None
         self._open_s = self.base_open_s
 
     def record_failure(self) -> None:
-        if self._probe_out:  # the probe failed: open again, for longer
-            self._probe_out = False
+        if self._probe_since is not None:  # the probe failed: open again, for longer
+            self._probe_since = None
             self._open_s = min(self.max_open_s, self._open_s * 2)
             self._opened_at = self._clock()
             return
@@ -107,5 +122,5 @@ class CircuitBreaker:
 
     def record_neutral(self) -> None:
         """A call that said nothing about the provider's health (e.g. a rejected recipient)."""
-        if self._probe_out:
+        if self._probe_since is not None:
             self.record_success()

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from lib.adapters.kafka import Publisher
 from lib.adapters.providers import DeliveryError, Provider
 from lib.common.ratelimit import TokenBucket
-from lib.common.resilience import CircuitBreaker, RetryPolicy
+from lib.common.resilience import CircuitBreaker, CircuitState, RetryPolicy
 from lib.delivery.decisions import ProviderHealth, decide
 from lib.delivery.metrics import CIRCUIT_STATE, DEAD_LETTERED, DELIVERIES, POSSIBLE_RESENDS, PROVIDER_SECONDS, RETRIES
 from lib.delivery.store import Store
@@ -133,10 +133,18 @@ async def _wait_for_turn(ctx: DeliveryContext, message_id: uuid.UUID) -> None:
         if waited >= ctx.store.lease_s / 3:
             await ctx.store.renew(message_id)
             waited = 0.0
+    # Past the breaker we may hold its one probe (half-open): given up while waiting for the rate limit (the
+    # message revoked, the worker stopping), it is handed back, or the circuit would stay shut for everyone else.
+    probing = ctx.breaker.state is CircuitState.HALF_OPEN
     if ctx.limiter is not None:
         wait = ctx.limiter.reserve()
         if wait > 0:
-            await ctx.sleep(wait)
+            try:
+                await ctx.sleep(wait)
+            except asyncio.CancelledError:
+                if probing:
+                    ctx.breaker.abandon_probe()
+                raise
 
 
 async def _call(ctx: DeliveryContext, message: OutgoingMessage) -> str:

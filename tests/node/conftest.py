@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -26,7 +27,9 @@ from tests.k8s.conftest import CHART, DEV_VALUES, ROOT, Cluster, control_plane_e
 
 K8S = ROOT / "tools" / "k8s"
 NODE_VALUES = Path(__file__).with_name("values.yaml")
+VOLUMES = ROOT / ".local" / "node" / "volumes"
 RELEASE = "notify"
+CRD = "frappesites.notify.dev"
 NODE_TOOLS = (
     "etcd", "kube-apiserver", "kubectl", "helm", "kube-controller-manager", "kube-scheduler", "kubelet",
     "kube-proxy", "coredns", "keda-operator", "keda-adapter", "prometheus", "kube-state-metrics",
@@ -99,9 +102,12 @@ class Release:
         self.cluster.kubectl("--namespace", self.namespace, "apply", "-f", "-", stdin=json.dumps(manifest))
 
     def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.cluster.run(
-            "helm", "--kubeconfig", self.cluster.kubeconfig, "--namespace", self.namespace, *args, check=check
-        )
+        """helm in the release's namespace; its own `--timeout` (install, upgrade, test) bounds it, not ours."""
+        command = ["helm", "--kubeconfig", self.cluster.kubeconfig, "--namespace", self.namespace, *args]
+        result = subprocess.run(command, capture_output=True, text=True, env=self.cluster.env, timeout=STEP_TIMEOUT_S)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        return result
 
     def service_url(self, component: str) -> str:
         service = self.get("service", f"{RELEASE}-{component}")
@@ -125,7 +131,7 @@ def claim_volumes(cluster: Cluster, namespace: str, claims: list[str]) -> list[s
     names = []
     for claim in claims:
         name = f"{namespace}-{claim}"
-        path = ROOT / ".local" / "node" / "volumes" / name
+        path = VOLUMES / name
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(0o777)  # hostPath ignores fsGroup: the images' own users (999, 1000) write here
         volume = {
@@ -145,6 +151,21 @@ def claim_volumes(cluster: Cluster, namespace: str, claims: list[str]) -> list[s
     return names
 
 
+def drop_crd(cluster: Cluster) -> None:
+    """Delete the FrappeSite CRD and what is left of its objects: once the operator is gone nothing removes its
+    finalizer from them (the chart README says so), so it is dropped here first."""
+    if cluster.kubectl("get", "crd", CRD, check=False).returncode != 0:
+        return
+    left = json.loads(cluster.kubectl("get", "frappesites", "--all-namespaces", "-o", "json").stdout)["items"]
+    for site in left:
+        meta = site["metadata"]
+        cluster.kubectl(
+            "patch", "frappesite", meta["name"], "--namespace", meta["namespace"], "--type", "merge",
+            "--patch", '{"metadata": {"finalizers": null}}', check=False,
+        )  # fmt: skip
+    cluster.kubectl("delete", "crd", CRD, "--wait=true", "--timeout=60s")
+
+
 def install_args(*extra: str) -> list[str]:
     return [str(CHART), "--values", str(DEV_VALUES), "--values", str(NODE_VALUES), *extra]
 
@@ -153,6 +174,9 @@ def install_args(*extra: str) -> list[str]:
 def release(node: Cluster) -> Iterator[Release]:
     """`helm install` of the chart, waited for (every Deployment and StatefulSet ready, the hook Jobs done)."""
     namespace = node.namespace
+    # The FrappeSite CRD outlives an uninstall (by design, and test_uninstall checks it): one an earlier run left
+    # belongs to that run's release and namespace, and Helm would refuse to adopt it.
+    drop_crd(node)
     node.kubectl("create", "namespace", namespace)
     volumes = claim_volumes(node, namespace, [f"data-{RELEASE}-kafka-0", f"data-{RELEASE}-postgresql-0"])
     installed = Release(node, namespace)
@@ -163,3 +187,6 @@ def release(node: Cluster) -> Iterator[Release]:
         installed.helm("uninstall", RELEASE, "--wait", "--timeout", "3m", check=False)
         node.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
         node.kubectl("delete", "persistentvolume", *volumes, "--wait=false", check=False)
+        drop_crd(node)
+        for name in volumes:
+            shutil.rmtree(VOLUMES / name, ignore_errors=True)

@@ -9,12 +9,21 @@ from typing import Any
 import pytest
 
 from lib.adapters.providers import DeliveryError
-from lib.common.resilience import RetryPolicy
+from lib.common.ratelimit import TokenBucket
+from lib.common.resilience import CircuitBreaker, RetryPolicy
 from lib.delivery.pipeline import DeliveryContext, Outcome, handle
 from lib.domain.notification import NotificationRecord, OutgoingMessage
 from lib.domain.vocabulary import Channel, MessageStatus
 
 pytestmark = pytest.mark.anyio
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class MemoryStore:
@@ -145,4 +154,36 @@ async def test_a_message_already_final_is_skipped_without_a_call() -> None:
     done = {**row(), "status": MessageStatus.SENT}
     provider = ScriptedProvider([])
     assert await run(MemoryStore(done), provider, DeadLetters()) is Outcome.SKIPPED
+    assert provider.calls == []
+
+
+async def test_a_probe_given_up_while_waiting_for_the_rate_limit_is_handed_back() -> None:
+    """Found on the node (tests/node): a half-open circuit's one probe, cancelled while it waited for the rate
+    limit (its partition revoked by a scale-down), held the circuit shut for every other message of the worker."""
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=1, open_s=10, clock=clock)
+    breaker.record_failure()
+    clock.now += 10  # half-open: the next caller is the probe
+    limiter = TokenBucket(1.0, burst=1, clock=clock)
+    limiter.reserve()  # the bucket is empty: the probe will wait for its turn
+    store, provider = MemoryStore(row()), ScriptedProvider(["never called"])
+    message = next(iter(store.rows.values()))
+    record = NotificationRecord.from_row({**message, "channel": "email"})
+    waiting = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        waiting.set()
+        await asyncio.Event().wait()  # until cancelled
+
+    ctx = DeliveryContext(
+        Channel.EMAIL, store, provider, DeadLetters(), "dlq",  # type: ignore[arg-type]
+        policy=RetryPolicy(max_retries=2, base_delay_s=1.0, jitter=0.0), sleep=sleep, breaker=breaker, limiter=limiter,
+    )  # fmt: skip
+    task = asyncio.create_task(handle(record.to_bytes(), record.key(), ctx))
+    await waiting.wait()
+    assert breaker.probe_out  # the waiting message holds the probe
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not breaker.probe_out and breaker.acquire() == 0.0  # the next message probes
     assert provider.calls == []

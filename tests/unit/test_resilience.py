@@ -50,6 +50,22 @@ def test_circuit_opens_probes_and_closes() -> None:
     assert breaker.state is CircuitState.CLOSED and breaker.acquire() == 0.0
 
 
+def test_a_probe_that_never_reports_is_replaced_after_its_timeout() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=1, open_s=10, clock=clock, probe_timeout_s=30)
+    breaker.record_failure()
+    clock.now += 10
+    assert breaker.acquire() == 0.0 and breaker.probe_out  # the probe goes, and is never heard of again
+    clock.now += 29
+    assert breaker.acquire() > 0  # still its turn
+    clock.now += 1
+    assert not breaker.probe_out and breaker.acquire() == 0.0  # a new probe
+    breaker.abandon_probe()
+    assert breaker.acquire() == 0.0  # handed back: the next caller probes at once
+    breaker.record_success()
+    assert breaker.state is CircuitState.CLOSED
+
+
 def test_offsets_commit_only_below_the_oldest_unfinished() -> None:
     tracker = OffsetTracker()
     tp = ("t", 0)

@@ -51,7 +51,7 @@ ver_kube_scheduler() { ver_k8s_server kube-scheduler; }
 ver_kubelet()        { ver_k8s_server kubelet; }
 ver_kube_proxy()     { ver_k8s_server kube-proxy; }
 ver_coredns()        { "$BIN/coredns" -version 2>/dev/null | sed -n 's/^CoreDNS-\([0-9.]*\).*/v\1/p' | head -n1 || true; }
-ver_kube_state_metrics() { "$BIN/kube-state-metrics" --version 2>&1 | sed -n 's/.*version \(v[0-9.]*\).*/\1/p' | head -n1 || true; }
+ver_kube_state_metrics() { "$BIN/kube-state-metrics" version 2>&1 | sed -n 's/.*version \(v[0-9.]*\).*/\1/p' | head -n1 || true; }
 ver_prometheus()     { "$BIN/prometheus" --version 2>/dev/null | sed -n 's/^prometheus, version \([^ ]*\).*/v\1/p' || true; }
 ver_keda_operator()  { cat "$BIN/.keda-operator.version" 2>/dev/null || true; }
 ver_keda_adapter()   { cat "$BIN/.keda-adapter.version" 2>/dev/null || true; }
@@ -259,8 +259,15 @@ build_coredns() {
 # v2.13.0 (later ones answer 403); it reads apps/v1 and autoscaling/v2, which Kubernetes 1.37 still serves.
 build_kube_state_metrics() {
   log "building kube-state-metrics $KUBE_STATE_METRICS_VERSION"
+  # A wrapper module, not `go install …@version`: that also asks the proxy for the module's version list (its
+  # deprecation check), which answers 403 here.
+  local wrapper="$BUILD/ksm-wrapper"
+  rm -rf "$wrapper" && mkdir -p "$wrapper"
+  printf 'module local.invalid/ksm-wrapper\n\ngo 1.22\n\nrequire k8s.io/kube-state-metrics/v2 %s\n' \
+    "$KUBE_STATE_METRICS_VERSION" >"$wrapper/go.mod"
   local ld="-s -w -X github.com/prometheus/common/version.Version=$KUBE_STATE_METRICS_VERSION"
-  (cd "$BUILD" && GOBIN="$BIN" "$GO" install -ldflags "$ld" "k8s.io/kube-state-metrics/v2@$KUBE_STATE_METRICS_VERSION")
+  (cd "$wrapper" && "$GO" build -mod=mod -ldflags "$ld" -o "$BIN/.kube-state-metrics.tmp" k8s.io/kube-state-metrics/v2)
+  mv -f "$BIN/.kube-state-metrics.tmp" "$BIN/kube-state-metrics"
 }
 
 build_prometheus() {
