@@ -149,6 +149,10 @@ def cycle(release: Release, name: str, faults: bool = False) -> Timeline:
         watcher.start()
         try:
             ids = enqueue_backlog(api, key, run)
+            if faults:  # and one request the API refuses (the dashboards' refusals panel)
+                bad = {"items": [{"channel": "email", "recipient": "not-an-address", "body": run}]}
+                refused = api.post("/api/v1/notifications/bulk", headers={"X-Site-Key": key}, json=bad)
+                assert refused.json()["results"][0]["status"] == "rejected", refused.text
             wait_for("the backlog to drain", lambda: sum(delivered(sandbox, run).values()) >= expected, timeout_s=600)
             wait_for(f"{WORKER} back at zero", lambda: replicas(release)[0] == 0, timeout_s=180)
             time.sleep(2)  # the watcher's sample of the zero
@@ -265,7 +269,6 @@ def dashboard_queries(release: Release) -> dict[str, str]:
 
 def test_every_dashboard_query_returns_data(release: Release, scaled_out: Timeline) -> None:
     peak = max(scaled_out.samples, key=lambda s: (s.replicas, -s.t))
-    prometheus = httpx.Client(base_url="http://127.0.0.1:20290", timeout=30)
     variables = {"$namespace": release.namespace, "$group": ".*", "$__rate_interval": "1m"}
     queries = dashboard_queries(release)
     assert len(queries) >= 20, queries
@@ -275,7 +278,8 @@ def test_every_dashboard_query_returns_data(release: Release, scaled_out: Timeli
     for title, expr in queries.items():
         for name, value in variables.items():
             expr = expr.replace(name, value)
-        answer = prometheus.get("/api/v1/query", params={"query": expr, "time": peak.wall + 20}).json()
+        with httpx.Client(base_url="http://127.0.0.1:20290", timeout=30) as prometheus:
+            answer = prometheus.get("/api/v1/query", params={"query": expr, "time": peak.wall + 20}).json()
         if answer.get("status") != "success":
             errors.append((title, expr, answer.get("error")))
         elif not answer["data"]["result"]:
