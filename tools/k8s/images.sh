@@ -57,6 +57,14 @@ base_tag() {
 
 has_image() { "${B[@]}" images --quiet "$1" >/dev/null 2>&1; }
 
+# exported REF NAME: true when REF is built already (from the machine's cache); its archive is then written if this
+# checkout has none yet, so that a fresh clone imports every image without building it again.
+exported() {
+  has_image "$1" || return 1
+  [[ -f $IMAGES/$2.tar ]] || export_image "$1" "$2"
+  log "$1 already built (skip)"
+}
+
 # The one debootstrap (minbase + CA certificates), kept as the cache every base image derives from.
 ROOTFS="$CACHE/rootfs-bookworm"
 
@@ -119,7 +127,7 @@ POSTGRES_BASE="localhost/notify-base-postgres:$TAG"
 
 build_kafka() {
   local ctx="$IMAGES/kafka-context" libs t0=$SECONDS
-  if has_image "$KAFKA_IMAGE"; then log "$KAFKA_IMAGE already built (skip)"; return; fi
+  exported "$KAFKA_IMAGE" kafka && return
   derive_base "$JRE_BASE" : openjdk-17-jre-headless
   KAFKA_VERSION="$KAFKA_IMAGE_VERSION" "$ROOT/scripts/kafka.sh" install >>"$LOG_DIR/$COMPONENT.log" 2>&1 ||
     die "fetching the Kafka jars failed"
@@ -135,7 +143,7 @@ build_kafka() {
 
 build_postgres() {
   local t0=$SECONDS
-  if has_image "$POSTGRES_IMAGE"; then log "$POSTGRES_IMAGE already built (skip)"; return; fi
+  exported "$POSTGRES_IMAGE" postgres && return
   # the official image's numeric user (999), made before the package so that the package reuses it
   derive_base "$POSTGRES_BASE" \
     "groupadd --system --gid 999 postgres && useradd --system --uid 999 --gid 999 --home-dir /var/lib/postgresql --shell /bin/bash postgres" \
@@ -154,7 +162,7 @@ build_keda() {
   "$HERE/build.sh" keda-operator keda-adapter >>"$LOG_DIR/$COMPONENT.log" 2>&1 || die "building KEDA failed"
   for tool in keda-operator keda-adapter; do
     ref="localhost/$tool:$KEDA_VERSION"
-    if has_image "$ref"; then log "$ref already built (skip)"; continue; fi
+    exported "$ref" "$tool" && continue
     ctr="$("${B[@]}" from scratch)"
     "${B[@]}" copy "$ctr" "$LOCAL/bin/$tool" "/${tool/-operator/}" >/dev/null
     "${B[@]}" config --user 65532:65532 "$ctr"
@@ -167,7 +175,7 @@ build_keda() {
 
 build_pause() {
   local ref="localhost/pause:$TAG" ctr
-  if has_image "$ref"; then log "$ref already built (skip)"; return; fi
+  exported "$ref" pause && return
   (cd "$ROOT/tools/k8s/pause" && CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false" GOTOOLCHAIN=local \
     go build -ldflags "-s -w" -o "$IMAGES/pause" .)
   ctr="$("${B[@]}" from scratch)"
