@@ -23,13 +23,12 @@ import yaml
 
 from bench.common import free_port
 from tests.conftest import ADMIN_HEADERS, ADMIN_TOKEN, EMAIL, register
-from tests.k8s.conftest import CHART, DEV_VALUES, ROOT, Cluster
+from tests.k8s.conftest import CHART, DEV_VALUES, ROOT, Cluster, wait_for
 from tests.processes import LOG_DIR, Deployable, metric
 
 EXAMPLE = ROOT / "examples" / "frappesite.yaml"
 # Watched namespaces: Roles there, nothing cluster-wide but the CRD itself.
 OPERATOR_KINDS = {"CustomResourceDefinition", "ServiceAccount", "Role", "RoleBinding"}
-WAIT_S = 30.0
 
 
 @dataclass
@@ -70,17 +69,6 @@ class Operator:
         secret = self.get("secret", namespace, name)
         assert secret is not None, f"Secret {namespace}/{name} is missing"
         return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout_s: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def render_operator(k8s: Cluster, release_ns: str, *sets: str) -> list[dict[str, Any]]:

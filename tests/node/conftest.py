@@ -9,13 +9,13 @@ missing instead of skipping."""
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import shutil
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from tests.k8s.conftest import CHART, DEV_VALUES, ROOT, Cluster, control_plane_env
+from tests.k8s.conftest import wait_for as poll
 
 K8S = ROOT / "tools" / "k8s"
 NODE_VALUES = Path(__file__).with_name("values.yaml")
@@ -72,15 +73,8 @@ def node() -> Iterator[Cluster]:
         script("node.sh", "stop")
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout_s: float, every_s: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(every_s)
+# Each check here runs kubectl or reads the sandbox's whole listing: once a second is enough.
+wait_for = functools.partial(poll, every_s=1.0)
 
 
 @dataclass(frozen=True)
