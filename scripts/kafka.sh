@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
 # Apache Kafka (jars from Maven Central) as a single KRaft node (broker+controller) on
 # 127.0.0.1:9092, controller 127.0.0.1:9093, data in .local/kafka/data. Topics are not created here.
+# Another instance beside it (the fault suite's): KAFKA_NAME names its directory, pid and log; KAFKA_PORT and
+# KAFKA_CONTROLLER_PORT its ports; KAFKA_EXTRA_LISTENER (host:port) one more listener, advertised as itself.
 # Usage: scripts/kafka.sh install|start|stop|status
 set -euo pipefail
-COMPONENT=kafka
+KAFKA_NAME=${KAFKA_NAME:-kafka}
+COMPONENT=$KAFKA_NAME
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 KAFKA_VERSION=${KAFKA_VERSION:-4.4.0}
-KAFKA_DIR=$LOCAL/kafka
-LIBS=$KAFKA_DIR/libs-$KAFKA_VERSION
+KAFKA_DIR=$LOCAL/$KAFKA_NAME
+LIBS=$LOCAL/kafka/libs-$KAFKA_VERSION # the jars are shared by every instance
 DATA=$KAFKA_DIR/data
 PROPS=$KAFKA_DIR/server.properties
 LOG4J=$KAFKA_DIR/log4j2.properties
 CLUSTER_ID_FILE=$KAFKA_DIR/cluster.id
-KAFKA_LOG=$LOG_DIR/kafka.log
-PORT=9092
+KAFKA_LOG=$LOG_DIR/$KAFKA_NAME.log
+PORT=${KAFKA_PORT:-9092}
+CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
+EXTRA=${KAFKA_EXTRA_LISTENER:-}
 START_TIMEOUT=90
 PY=python3
 [[ -x $ROOT/.venv/bin/python ]] && PY=$ROOT/.venv/bin/python
@@ -40,14 +45,16 @@ install() {
 
 write_config() {
   mkdir -p "$DATA"
+  local listeners="PLAINTEXT://127.0.0.1:$PORT" map="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+  [[ -z $EXTRA ]] || { listeners+=",EXTRA://$EXTRA"; map+=",EXTRA:PLAINTEXT"; }
   cat >"$PROPS" <<EOF
 # Written by scripts/kafka.sh on every start: single-node dev/test cluster on loopback.
 process.roles=broker,controller
 node.id=1
-controller.quorum.bootstrap.servers=127.0.0.1:9093
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:9093
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:9093
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.quorum.bootstrap.servers=127.0.0.1:$CONTROLLER_PORT
+listeners=$listeners,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=$listeners,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+listener.security.protocol.map=$map
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 log.dirs=$DATA
@@ -100,7 +107,7 @@ format_once() {
     --standalone --ignore-formatted >>"$KAFKA_LOG" 2>&1 || die "kafka storage format failed"
 }
 
-running() { is_running kafka kafka.Kafka; }
+running() { is_running "$KAFKA_NAME" "$PROPS"; }
 
 # Ready = port open and the broker lists itself in a metadata response (when confluent_kafka is importable).
 broker_ready() {
@@ -116,12 +123,12 @@ EOF
 
 start() {
   if running; then
-    broker_ready || die "pid $(cat "$(pid_file kafka)") is running but the broker does not answer on $PORT"
+    broker_ready || die "pid $(cat "$(pid_file "$KAFKA_NAME")") is running but the broker does not answer on $PORT"
     log "already running on 127.0.0.1:$PORT"
     return
   fi
   local port
-  for port in "$PORT" 9093; do
+  for port in "$PORT" "$CONTROLLER_PORT"; do
     ! port_open 127.0.0.1 "$port" || die "port $port is already taken by another process"
   done
   [[ ! -f $KAFKA_LOG ]] || mv -f "$KAFKA_LOG" "$KAFKA_LOG.1" # the log holds this run; the previous one is kept
@@ -135,7 +142,7 @@ start() {
   nohup setsid java -Xms1g -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
     -Djava.awt.headless=true -Dlog4j2.configurationFile="$LOG4J" \
     -cp "$LIBS/*" kafka.Kafka "$PROPS" >>"$KAFKA_LOG" 2>&1 </dev/null 9>&- &
-  echo $! >"$(pid_file kafka)"
+  echo $! >"$(pid_file "$KAFKA_NAME")"
   local deadline=$((SECONDS + START_TIMEOUT))
   until broker_ready; do
     running || die "Kafka exited during start-up"
@@ -148,11 +155,11 @@ start() {
 stop() {
   if ! running; then
     log "not running"
-    rm -f "$(pid_file kafka)"
+    rm -f "$(pid_file "$KAFKA_NAME")"
     return
   fi
   local pid deadline=$((SECONDS + 30))
-  pid=$(cat "$(pid_file kafka)")
+  pid=$(cat "$(pid_file "$KAFKA_NAME")")
   kill -TERM "$pid"
   while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.5; done
   if kill -0 "$pid" 2>/dev/null; then
@@ -160,14 +167,14 @@ stop() {
     kill -KILL "$pid"
     sleep 1
   fi
-  rm -f "$(pid_file kafka)"
+  rm -f "$(pid_file "$KAFKA_NAME")"
   log "stopped"
 }
 
 case ${1:-} in
   install) lock kafka && install ;;
-  start) lock kafka && start ;;
-  stop) lock kafka && stop ;;
+  start) lock "$KAFKA_NAME" && start ;;
+  stop) lock "$KAFKA_NAME" && stop ;;
   status) if running; then log "running on 127.0.0.1:$PORT"; else log "not running"; exit 3; fi ;;
   *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
 esac

@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # PostgreSQL 15 for development and tests on 127.0.0.1:55432, data in .local/pg/data.
+# Another instance beside it (the fault suite's): PG_NAME names its directory and log, PG_PORT its port,
+# PG_EXTRA_LISTEN one more address to listen on (clients from its /24 may log in), and PG_DURABLE=1 keeps
+# fsync and synchronous commits on, as production has them (a killed server then loses no acknowledged commit).
 # Usage: scripts/pg.sh start|stop|status|url
 set -euo pipefail
-COMPONENT=postgres
+PG_NAME=${PG_NAME:-pg}
+COMPONENT=$([[ $PG_NAME == pg ]] && echo postgres || echo "$PG_NAME")
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 PG_VERSION=15
 PG_BIN=/usr/lib/postgresql/$PG_VERSION/bin
-PG_PORT=55432
+PG_PORT=${PG_PORT:-55432}
+PG_EXTRA_LISTEN=${PG_EXTRA_LISTEN:-}
+PG_DURABLE=${PG_DURABLE:-0}
 PG_OS_USER=postgres # the server refuses to run as root
-PG_DIR=$LOCAL/pg
+PG_DIR=$LOCAL/$PG_NAME
 PG_DATA=$PG_DIR/data
-PG_SOCK=$RUN_DIR/pg
-PG_LOG=$LOG_DIR/postgres.log
+PG_SOCK=$RUN_DIR/$PG_NAME
+PG_LOG=$LOG_DIR/$COMPONENT.log
 URL="postgresql://notify:notify@127.0.0.1:$PG_PORT/notify"
 
 # as_pg CMD...: run CMD as the server's OS user (only needed when we are root).
@@ -54,18 +60,28 @@ init_once() {
 
 # Rewritten on every start so edits here take effect at the next restart.
 write_conf() {
+  local durable=off listen=127.0.0.1
+  ((PG_DURABLE)) && durable=on
+  [[ -z $PG_EXTRA_LISTEN ]] || listen+=",$PG_EXTRA_LISTEN"
   as_pg tee "$PG_DATA/notify.conf" >/dev/null <<EOF
-# Written by scripts/pg.sh: loopback only, tuned for tests (durability off).
-listen_addresses = '127.0.0.1'
+# Written by scripts/pg.sh: loopback (and PG_EXTRA_LISTEN) only; durability off unless PG_DURABLE=1.
+listen_addresses = '$listen'
 port = $PG_PORT
 unix_socket_directories = '$PG_SOCK'
 max_connections = 200
 shared_buffers = 256MB
-fsync = off
-synchronous_commit = off
-full_page_writes = off
+fsync = $durable
+synchronous_commit = $durable
+full_page_writes = $durable
 timezone = 'UTC'
 EOF
+  {
+    echo "# Written by scripts/pg.sh on every start."
+    echo "local all all trust"
+    echo "host all all 127.0.0.1/32 scram-sha-256"
+    echo "host all all ::1/128 scram-sha-256"
+    [[ -z $PG_EXTRA_LISTEN ]] || echo "host all all ${PG_EXTRA_LISTEN%.*}.0/24 scram-sha-256"
+  } | as_pg tee "$PG_DATA/pg_hba.conf" >/dev/null
 }
 
 ensure_role_and_db() {
@@ -105,8 +121,8 @@ stop() {
 }
 
 case ${1:-} in
-  start) lock postgres && start ;;
-  stop) lock postgres && stop ;;
+  start) lock "$COMPONENT" && start ;;
+  stop) lock "$COMPONENT" && stop ;;
   status) if running; then log "running on 127.0.0.1:$PG_PORT"; else log "not running"; exit 3; fi ;;
   url) echo "$URL" ;;
   *) echo "usage: $0 start|stop|status|url" >&2; exit 2 ;;

@@ -18,9 +18,12 @@ LOG_DIR = ROOT / ".local" / "log" / "tests"
 class Deployable:
     """One deployable started with the same command as its image, logging to .local/log/tests/<name>.log."""
 
-    def __init__(self, name: str, module: str, env: dict[str, str], health_url: str) -> None:
+    def __init__(
+        self, name: str, module: str, env: dict[str, str], health_url: str, prefix: tuple[str, ...] = ()
+    ) -> None:
         self.name = name
         self.module = module
+        self.prefix = prefix  # e.g. `ip netns exec NAME`: a command that runs the process elsewhere
         self.env = env
         self.health_url = health_url
         self.proc: subprocess.Popen[bytes] | None = None
@@ -31,7 +34,7 @@ class Deployable:
         environ = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "KAFKA_", "NOTIFY_"))}
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module],
+                [*self.prefix, sys.executable, "-m", self.module],
                 cwd=ROOT,
                 env={**environ, **self.env},
                 stdout=log,

@@ -314,6 +314,26 @@ def test_latency_delays_the_answer(sandbox: httpx.Client, sendgrid: SendGridAPIC
     assert time.perf_counter() - started < 0.3
 
 
+def test_hang_takes_the_message_and_holds_the_answer_until_turned_off(sandbox: httpx.Client, sandbox_url: str) -> None:
+    faults(sandbox, "sendgrid", hang=True)
+    headers = {"Authorization": f"Bearer {SENDGRID_KEY}"}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{sandbox_url}/v3/mail/send", json=valid_body(), headers=headers, timeout=0.5)
+    assert len(listing(sandbox)) == 1  # taken, though its client never heard so
+    held = threading.Thread(
+        target=lambda: answers.append(
+            httpx.post(f"{sandbox_url}/v3/mail/send", json=valid_body(), headers=headers, timeout=10).status_code
+        )
+    )
+    answers: list[int] = []
+    held.start()
+    time.sleep(0.5)
+    assert answers == []
+    faults(sandbox, "sendgrid")
+    held.join(timeout=5)
+    assert answers == [202] and len(listing(sandbox)) == 2
+
+
 # --- WASender through httpx, as its docs describe it --------------------------------------------------------------
 
 
@@ -455,6 +475,7 @@ def test_fault_settings_round_trip_and_reset(sandbox: httpx.Client) -> None:
         "retry_after_s": 1,
         "reject_recipients": [],
         "reject_status": 400,
+        "hang": False,
     }
     current = faults(sandbox, "sendgrid", fail_next=3, reject_recipients=["a@example.com"])
     assert current == {**defaults, "fail_next": 3, "reject_recipients": ["a@example.com"]}
@@ -475,6 +496,7 @@ def test_fault_settings_round_trip_and_reset(sandbox: httpx.Client) -> None:
         {"reject_recipients": "a"},
         {"fail_next": 1.5},
         {"fail_next": True},
+        {"hang": 1},
         {"surprise": 1},
     ],
 )

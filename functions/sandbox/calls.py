@@ -4,6 +4,7 @@ of every call (the injected delay, the key, the body, an injected failure)."""
 from __future__ import annotations
 
 import abc
+import asyncio
 import hmac
 import json
 import time
@@ -100,7 +101,10 @@ class FakeEndpoint(abc.ABC):
             return self._ledger.answer(received_at, raw, self.refusals.injected(injected, faults.retry_after_s))
         if raw is None:
             return self._ledger.answer(received_at, None, self.refusals.too_large())
-        return self.answer(Arrival(received_at, raw, parse_json(raw)))
+        response = self.answer(Arrival(received_at, raw, parse_json(raw)))
+        while self._ledger.faults.hang:  # taken, recorded, and not answered (see Faults)
+            await asyncio.sleep(0.05)
+        return response
 
     @abc.abstractmethod
     def answer(self, arrival: Arrival) -> Response:

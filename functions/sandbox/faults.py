@@ -1,4 +1,5 @@
-"""Fault injection for one fake provider: latency, queued or random failures, 429s, rejected recipients."""
+"""Fault injection for one fake provider: latency, queued or random failures, 429s, rejected recipients, and a
+provider that takes messages but stops answering."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ class Faults:
     calls answer 429 with ``Retry-After: retry_after_s``, the next ``fail_next`` calls answer ``fail_status``,
     and after those a ``fail_rate`` share of calls does. A valid request naming a recipient in
     ``reject_recipients`` gets the provider's own invalid-recipient error with ``reject_status``.
+    While ``hang`` is on, a call that passes takes its message (recorded as accepted) but its answer is held until
+    ``hang`` is turned off: the provider that stops answering, at its worst for a client (it cannot know whether
+    the message went).
     """
 
     latency_ms: float = 0.0
@@ -30,6 +34,7 @@ class Faults:
     retry_after_s: int = 1
     reject_recipients: list[str] = field(default_factory=list)
     reject_status: int = 400
+    hang: bool = False
     rejected: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -83,6 +88,8 @@ def parse_faults(raw: Any, default: Faults) -> Faults:
             kind = "an integer" if integral else "a number"
             problems.append({"field": name, "problem": f"must be {kind} from {low} to {high}"})
     recipients = raw.get("reject_recipients")
+    if raw.get("hang") is not None and not isinstance(raw["hang"], bool):
+        problems.append({"field": "hang", "problem": "must be true or false"})
     if recipients is not None and not (isinstance(recipients, list) and all(isinstance(r, str) for r in recipients)):
         problems.append({"field": "reject_recipients", "problem": "must be a list of strings"})
     if problems:

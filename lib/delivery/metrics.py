@@ -15,7 +15,7 @@ RETRIES = Counter("notify_worker_retries_total", "Provider calls retried after a
 DEAD_LETTERED = Counter("notify_worker_dead_lettered_total", "Records written to the dead-letter topic", ["channel"])
 POSSIBLE_RESENDS = Counter(
     "notify_worker_possible_resends_total",
-    "Messages taken over from an expired claim whose holder may have been inside a provider call",
+    "Sends that may repeat one the provider already has: takeovers of an expired claim, retries after no answer",
     ["channel"],
 )
 CIRCUIT_STATE = Gauge("notify_worker_circuit_state", "0 closed, 1 half-open, 2 open", ["channel"])

@@ -3,9 +3,9 @@
 ``handle`` is the whole story of one Kafka record and knows nothing of offsets or partitions: the consume
 loop (``lib.delivery.worker``) owns those. State moves PENDING -> PROCESSING -> SENT | FAILED, guarded by a claim
 (``claimed_by`` + ``lease_until``), so a record delivered twice (rebalance, restart, replay, re-publish) is
-sent once. The one window left is a crash after the provider accepted a message and before SENT was
-written: the next owner takes over the expired claim and sends again, counted in
-``notify_worker_possible_resends_total``.
+sent once. Two windows are left, both counted in ``notify_worker_possible_resends_total``: a crash after the
+provider accepted a message and before SENT was written (the next owner takes over the expired claim and sends
+again), and a retry after a call that went out and got no answer (a timeout: the provider may have it).
 """
 
 from __future__ import annotations
@@ -285,6 +285,8 @@ async def _attempt(delivery: Delivery) -> Outcome | float:
         if decision.retry:
             await ctx.store.record_error(message_id, entry)
             RETRIES.labels(ctx.channel).inc()
+            if exc.unanswered:
+                POSSIBLE_RESENDS.labels(ctx.channel).inc()
             extra = {**delivery.log_extra, "error": exc.message, "delay_s": decision.delay_s}
             log.info("provider call failed; retrying", extra=extra)
             return decision.delay_s

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -35,18 +36,39 @@ def sandbox() -> Iterator[str]:
     proc.stop()
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a stack's workers run and how they reach the others: by default this machine's loopback, like the
+    API; the fault suite puts them in a network namespace of their own (``tests.faults.network``)."""
+
+    prefix: tuple[str, ...] = ()  # the command that runs a process there
+    database_url: str | None = None  # None: the stack's own
+    kafka_bootstrap: str | None = None
+    sandbox_url: str | None = None
+    host: str = "127.0.0.1"  # the workers' health servers listen, and are reached, on this address
+
+
 class Stack:
     """One test's stack: its own topic prefix, an API process, and the workers it starts."""
 
-    def __init__(self, pg_dsn: str, sandbox_url: str) -> None:
+    def __init__(
+        self,
+        pg_dsn: str,
+        sandbox_url: str,
+        *,
+        kafka_bootstrap: str = KAFKA_BOOTSTRAP,
+        api_env: dict[str, str] | None = None,
+        placement: Placement = Placement(),
+    ) -> None:
         self.pg_dsn = pg_dsn
         self.sandbox_url = sandbox_url
-        self.kafka = KafkaSettings(bootstrap_servers=KAFKA_BOOTSTRAP, topic_prefix=f"e{uuid.uuid4().hex[:8]}")
+        self.placement = placement
+        self.kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=f"e{uuid.uuid4().hex[:8]}")
         ensure_topics(self.kafka, partitions=4, timeout_s=20)
         self.processes: list[Deployable] = []
         self.common = {
             "DATABASE_URL": pg_dsn,
-            "KAFKA_BOOTSTRAP_SERVERS": KAFKA_BOOTSTRAP,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
             "NOTIFY_TOPIC_PREFIX": self.kafka.topic_prefix,
             "LOG_LEVEL": "INFO",
         }
@@ -55,19 +77,26 @@ class Stack:
         self.api = self._start(
             "api",
             "functions.api",
-            {"NOTIFY_ADMIN_TOKEN": ADMIN_TOKEN, "API_PORT": str(port)},
+            {"NOTIFY_ADMIN_TOKEN": ADMIN_TOKEN, "API_PORT": str(port), **(api_env or {})},
             f"{self.api_url}/healthz",
         )
         self.http = httpx.Client(base_url=self.api_url, timeout=30)
 
-    def _start(self, name: str, module: str, env: dict[str, str], health: str) -> Deployable:
-        proc = Deployable(f"{name}-{self.kafka.topic_prefix}", module, {**self.common, **env}, health).start()
-        self.processes.append(proc)
+    def _start(
+        self, name: str, module: str, env: dict[str, str], health: str, prefix: tuple[str, ...] = ()
+    ) -> Deployable:
+        proc = Deployable(f"{name}-{self.kafka.topic_prefix}", module, {**self.common, **env}, health, prefix)
+        self.processes.append(proc.start())
         return proc
 
     def worker(self, channel: str, **overrides: str) -> Deployable:
         port = free_port()
+        place = self.placement
+        sandbox_url = place.sandbox_url or self.sandbox_url
         env = {
+            "DATABASE_URL": place.database_url or self.pg_dsn,
+            "KAFKA_BOOTSTRAP_SERVERS": place.kafka_bootstrap or self.kafka.bootstrap_servers,
+            "WORKER_HTTP_HOST": place.host,
             "WORKER_HTTP_PORT": str(port),
             # A group per test: a worker killed by an earlier test stays a member until its session times out.
             "KAFKA_CONSUMER_GROUP": f"{self.kafka.topic_prefix}-{channel}",
@@ -76,13 +105,14 @@ class Stack:
             "WORKER_SHUTDOWN_GRACE_SECONDS": "10",
             "PROVIDER_RATE_PER_SEC": "0",
             "SENDGRID_API_KEY": SENDGRID_KEY,
-            "SENDGRID_API_URL": self.sandbox_url,
+            "SENDGRID_API_URL": sandbox_url,
             "SENDGRID_FROM": "notify@example.com",
             "WASENDER_API_KEY": WASENDER_KEY,
-            "WASENDER_API_URL": f"{self.sandbox_url}/api",
+            "WASENDER_API_URL": f"{sandbox_url}/api",
             **overrides,
         }
-        return self._start(f"{channel}-worker-{port}", f"functions.{channel}", env, f"http://127.0.0.1:{port}/healthz")
+        health = f"http://{place.host}:{port}/healthz"
+        return self._start(f"{channel}-worker-{port}", f"functions.{channel}", env, health, place.prefix)
 
     def register(self) -> dict[str, str]:
         response = self.http.post(

@@ -6,11 +6,13 @@ import asyncio
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 
-from lib.adapters.providers import DeliveryError
+from lib.adapters.providers import DeliveryError, error_for_transport
 from lib.common.ratelimit import TokenBucket
 from lib.common.resilience import CircuitBreaker, RetryPolicy
+from lib.delivery.metrics import POSSIBLE_RESENDS
 from lib.delivery.pipeline import DeliveryContext, Outcome, handle
 from lib.domain.notification import NotificationRecord, OutgoingMessage
 from lib.domain.vocabulary import Channel, MessageStatus
@@ -140,6 +142,19 @@ async def test_a_temporary_failure_is_retried_then_sent() -> None:
     final = next(iter(store.rows.values()))
     assert (final["status"], final["provider_message_id"], final["attempts"]) == (MessageStatus.SENT, "pid-1", 2)
     assert [e["code"] for e in store.errors] == ["provider_unavailable"] and len(provider.calls) == 2
+
+
+def possible_resends() -> float:
+    return float(POSSIBLE_RESENDS.labels(Channel.EMAIL)._value.get())
+
+
+async def test_a_retry_after_a_call_that_got_no_answer_is_counted_as_a_possible_resend() -> None:
+    before = possible_resends()
+    unanswered = error_for_transport("p", httpx.ReadTimeout("no answer"))
+    refused = error_for_transport("p", httpx.ConnectError("refused"))
+    store = MemoryStore(row())
+    assert await run(store, ScriptedProvider([refused, unanswered, "pid-1"]), DeadLetters()) is Outcome.SENT
+    assert possible_resends() == before + 1  # the refused connection cannot have reached the provider
 
 
 async def test_a_permanent_failure_is_dead_lettered_then_failed() -> None:

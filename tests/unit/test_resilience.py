@@ -114,7 +114,10 @@ def test_provider_errors_are_classified() -> None:
         error = error_for_response("p", response(status), "x")
         assert (error.temporary, error.code) == (False, code)
     timeout = error_for_transport("p", httpx.ReadTimeout("slow"))
-    assert timeout.temporary and "timed out" in timeout.message
+    assert timeout.temporary and timeout.unanswered and "timed out" in timeout.message
+    for never_sent in (httpx.ConnectError("refused"), httpx.ConnectTimeout("syn"), httpx.PoolTimeout("full")):
+        assert not error_for_transport("p", never_sent).unanswered
+    assert error_for_transport("p", httpx.RemoteProtocolError("closed after the request")).unanswered
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0 and parse_retry_after(None) is None
 
 

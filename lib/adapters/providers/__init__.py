@@ -14,15 +14,24 @@ from lib.domain.notification import OutgoingMessage
 
 
 class DeliveryError(NotifyError):
-    """A failed provider call. ``temporary``: worth retrying (timeouts, 5xx, 429)."""
+    """A failed provider call. ``temporary``: worth retrying (timeouts, 5xx, 429). ``unanswered``: the request
+    went out and no answer came back (a read timeout, a dropped connection), so the provider may have taken it."""
 
     def __init__(
-        self, message: str, *, code: str, temporary: bool, status: int | None = None, retry_after_s: float | None = None
+        self,
+        message: str,
+        *,
+        code: str,
+        temporary: bool,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+        unanswered: bool = False,
     ) -> None:
         super().__init__(message, code=code)
         self.temporary = temporary
         self.http_status = status
         self.retry_after_s = retry_after_s
+        self.unanswered = unanswered
 
 
 class Provider(Protocol):
@@ -79,9 +88,19 @@ def error_for_response(provider: str, response: httpx.Response, detail: str) -> 
     )
 
 
+# Failures before the request left: the provider cannot have it. Anything else (a read timeout, a reset after
+# sending) leaves the outcome unknown.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
 def error_for_transport(provider: str, exc: httpx.HTTPError) -> DeliveryError:
     kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "could not be reached"
-    return DeliveryError(f"{provider} {kind}: {exc!r}"[:1000], code="provider_unreachable", temporary=True)
+    return DeliveryError(
+        f"{provider} {kind}: {exc!r}"[:1000],
+        code="provider_unreachable",
+        temporary=True,
+        unanswered=not isinstance(exc, _NOT_SENT),
+    )
 
 
 class HttpClients:
