@@ -124,3 +124,32 @@ async def test_a_worker_delivers_the_row_and_reads_only_the_id_from_the_record(a
     assert [(m.message_id, m.content.recipient, m.content.body) for m in provider.sent] == [
         (str(row["id"]), row["recipient"], row["body"])
     ]
+
+
+async def test_two_records_of_one_message_at_once_send_it_once(api_url: str, pg_dsn: str) -> None:
+    """A re-published record (the stuck-PENDING sweeper, a client's retry after a 503) can reach a worker beside
+    the first one: their claims share a statement, and the row must go to one of them only."""
+    with httpx.Client(base_url=api_url, timeout=30) as client:
+        site = register(client)
+        sent = client.post("/api/v1/notifications/send", json=EMAIL, headers=key_headers(site)).json()
+    with psycopg.connect(pg_dsn, row_factory=psycopg.rows.dict_row) as conn:
+        row = conn.execute("SELECT * FROM message_logs WHERE id = %s", (sent["message_id"],)).fetchone()
+    assert row is not None
+    record = NotificationRecord.from_row(row)
+    pool = db.create_pool(DatabaseSettings(url=Secret(pg_dsn)), name="twin-test")
+    await pool.open()
+    try:
+        provider = RecordingProvider()
+        ctx = DeliveryContext(
+            Channel.EMAIL,
+            DeliveryStore(pool, "worker-under-test", lease_s=60),
+            provider=provider,
+            dead_letters=None,  # type: ignore[arg-type]
+            dlq_topic="unused",
+        )
+        twins = [handle(record.to_bytes(), record.key(), ctx) for _ in range(2)]
+        outcomes = await asyncio.wait_for(asyncio.gather(*twins), 20)
+    finally:
+        await pool.close()
+    assert sorted(o.value for o in outcomes) == ["sent", "skipped"]
+    assert len(provider.sent) == 1

@@ -176,6 +176,8 @@ async def _claim_or_skip(ctx: DeliveryContext, message_id: uuid.UUID) -> dict[st
         state = await ctx.store.state(message_id)
         if state is None or state["status"] not in (MessageStatus.PENDING, MessageStatus.PROCESSING):
             return None
+        if state["claimed_by"] == ctx.store.worker_id and state["leased"]:
+            return None  # another record of this message, which this worker is delivering already
         # Another worker holds it (it had the partition before a rebalance, or it crashed): look again
         # when its lease may have run out.
         remaining = (state["lease_until"] - datetime.now(UTC)).total_seconds() if state["lease_until"] else 0

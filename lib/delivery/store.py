@@ -47,7 +47,9 @@ class DeliveryStore:
     async def _claim_batch(self, ids: list[uuid.UUID]) -> list[dict[str, Any] | None]:
         params = {"ids": ids, "worker": self.worker_id, "lease_s": self.lease_s}
         rows = {r["id"]: r for r in await db.fetch_all(self.pool, "claim_messages", params)}
-        return [rows.get(message_id) for message_id in ids]
+        # Two records of one message (a re-publish, a client's retry) can meet in one batch: the row goes to the
+        # first alone, or both would send it.
+        return [rows.pop(message_id, None) for message_id in ids]
 
     async def state(self, message_id: uuid.UUID) -> dict[str, Any] | None:
         return await self._one("message_state", id=message_id)
