@@ -36,14 +36,27 @@ class SlowToAnswerStore(DeliveryStore):
         return row
 
 
-async def test_a_claim_cancelled_by_shutdown_is_given_back(api_url: str, pg_dsn: str) -> None:
+def accepted_row(api_url: str, pg_dsn: str) -> dict[str, Any]:
+    """A message the API accepted, as its row in message_logs."""
     with httpx.Client(base_url=api_url, timeout=30) as client:
         site = register(client)
         sent = client.post("/api/v1/notifications/send", json=EMAIL, headers=key_headers(site)).json()
-    message_id = sent["message_id"]
     with psycopg.connect(pg_dsn, row_factory=psycopg.rows.dict_row) as conn:
-        row = conn.execute("SELECT * FROM message_logs WHERE id = %s", (message_id,)).fetchone()
+        row = conn.execute("SELECT * FROM message_logs WHERE id = %s", (sent["message_id"],)).fetchone()
     assert row is not None
+    return row
+
+
+def claim_state(pg_dsn: str, message_id: uuid.UUID) -> tuple[str | None, str | None]:
+    with psycopg.connect(pg_dsn) as conn:
+        found = conn.execute(
+            "SELECT status::text, claimed_by FROM message_logs WHERE id = %s", (message_id,)
+        ).fetchone()
+    return (found[0], found[1]) if found else (None, None)
+
+
+async def test_a_claim_cancelled_by_shutdown_is_given_back(api_url: str, pg_dsn: str) -> None:
+    row = accepted_row(api_url, pg_dsn)
     record = NotificationRecord.from_row(row)
     pool = db.create_pool(DatabaseSettings(url=Secret(pg_dsn)), name="cancel-test")
     await pool.open()
@@ -58,11 +71,7 @@ async def test_a_claim_cancelled_by_shutdown_is_given_back(api_url: str, pg_dsn:
             await task
     finally:
         await pool.close()
-    with psycopg.connect(pg_dsn) as conn:
-        status, claimed_by = conn.execute(
-            "SELECT status::text, claimed_by FROM message_logs WHERE id = %s", (message_id,)
-        ).fetchone() or (None, None)
-    assert (status, claimed_by) == ("PENDING", None)
+    assert claim_state(pg_dsn, row["id"]) == ("PENDING", None)
 
 
 async def test_provider_turns_bound_calls_and_free_the_slot_when_the_provider_answers() -> None:
@@ -100,12 +109,7 @@ class RecordingProvider:
 
 async def test_a_worker_delivers_the_row_and_reads_only_the_id_from_the_record(api_url: str, pg_dsn: str) -> None:
     """The rule written in lib.domain.notification: the record names a message; the row says what it is."""
-    with httpx.Client(base_url=api_url, timeout=30) as client:
-        site = register(client)
-        sent = client.post("/api/v1/notifications/send", json=EMAIL, headers=key_headers(site)).json()
-    with psycopg.connect(pg_dsn, row_factory=psycopg.rows.dict_row) as conn:
-        row = conn.execute("SELECT * FROM message_logs WHERE id = %s", (sent["message_id"],)).fetchone()
-    assert row is not None
+    row = accepted_row(api_url, pg_dsn)
     stale = NotificationRecord.from_row({**row, "recipient": "someone@else.example", "body": "a stale copy"})
     pool = db.create_pool(DatabaseSettings(url=Secret(pg_dsn)), name="row-test")
     await pool.open()
@@ -129,12 +133,7 @@ async def test_a_worker_delivers_the_row_and_reads_only_the_id_from_the_record(a
 async def test_two_records_of_one_message_at_once_send_it_once(api_url: str, pg_dsn: str) -> None:
     """A re-published record (the stuck-PENDING sweeper, a client's retry after a 503) can reach a worker beside
     the first one: their claims share a statement, and the row must go to one of them only."""
-    with httpx.Client(base_url=api_url, timeout=30) as client:
-        site = register(client)
-        sent = client.post("/api/v1/notifications/send", json=EMAIL, headers=key_headers(site)).json()
-    with psycopg.connect(pg_dsn, row_factory=psycopg.rows.dict_row) as conn:
-        row = conn.execute("SELECT * FROM message_logs WHERE id = %s", (sent["message_id"],)).fetchone()
-    assert row is not None
+    row = accepted_row(api_url, pg_dsn)
     record = NotificationRecord.from_row(row)
     pool = db.create_pool(DatabaseSettings(url=Secret(pg_dsn)), name="twin-test")
     await pool.open()
@@ -153,3 +152,77 @@ async def test_two_records_of_one_message_at_once_send_it_once(api_url: str, pg_
         await pool.close()
     assert sorted(o.value for o in outcomes) == ["sent", "skipped"]
     assert len(provider.sent) == 1
+
+
+class HeldProvider(RecordingProvider):
+    """Takes the message, then answers only when told to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.called = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def send(self, message: OutgoingMessage) -> str:
+        self.sent.append(message)
+        self.called.set()
+        await self.answer.wait()
+        return "provider-id-1"
+
+
+async def test_a_twin_record_cancelled_while_claiming_leaves_the_delivery_in_flight_alone(
+    api_url: str, pg_dsn: str
+) -> None:
+    """A rebalance cancels what is not inside a provider call. A second record of a message this worker is sending
+    (the sweeper re-published it) may be cancelled while claiming: giving back by id alone released the message
+    the first was sending, and the partition's next owner sent it again, uncounted (the fault suite's
+    "Kafka stopped" found it)."""
+    row = accepted_row(api_url, pg_dsn)
+    record = NotificationRecord.from_row(row)
+    pool = db.create_pool(DatabaseSettings(url=Secret(pg_dsn)), name="twin-cancel-test")
+    await pool.open()
+    try:
+        provider = HeldProvider()
+        store = SlowToAnswerStore(pool, "worker-under-test", lease_s=60)
+        ctx = DeliveryContext(Channel.EMAIL, store, provider=provider, dead_letters=None, dlq_topic="unused")  # type: ignore[arg-type]
+        store.claim_committed = asyncio.Event()
+        first = asyncio.create_task(handle(record.to_bytes(), record.key(), ctx))
+        await asyncio.wait_for(provider.called.wait(), 10)
+        store.claim_committed = asyncio.Event()
+        twin = asyncio.create_task(handle(record.to_bytes(), record.key(), ctx))
+        await asyncio.wait_for(store.claim_committed.wait(), 10)  # its claim found the message taken
+        twin.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await twin
+        assert claim_state(pg_dsn, row["id"]) == ("PROCESSING", "worker-under-test")
+        provider.answer.set()
+        assert (await asyncio.wait_for(first, 10)).value == "sent"
+    finally:
+        await pool.close()
+    assert claim_state(pg_dsn, row["id"]) == ("SENT", None)
+    assert len(provider.sent) == 1
+
+
+async def test_a_delivery_cancelled_inside_its_provider_call_keeps_its_claim(api_url: str, pg_dsn: str) -> None:
+    """The provider may have the message: it is not handed out again at once as if never sent, but left for the
+    claim to run out, so that whoever takes it over counts the possible re-send."""
+    row = accepted_row(api_url, pg_dsn)
+    record = NotificationRecord.from_row(row)
+    pool = db.create_pool(DatabaseSettings(url=Secret(pg_dsn)), name="in-call-cancel-test")
+    await pool.open()
+    try:
+        provider = HeldProvider()
+        ctx = DeliveryContext(
+            Channel.EMAIL,
+            DeliveryStore(pool, "worker-under-test", lease_s=60),
+            provider=provider,
+            dead_letters=None,  # type: ignore[arg-type]
+            dlq_topic="unused",
+        )
+        task = asyncio.create_task(handle(record.to_bytes(), record.key(), ctx))
+        await asyncio.wait_for(provider.called.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await pool.close()
+    assert claim_state(pg_dsn, row["id"]) == ("PROCESSING", "worker-under-test")

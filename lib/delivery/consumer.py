@@ -219,7 +219,9 @@ class ChannelWorker:
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
         assert self._loop is not None
-        asyncio.run_coroutine_threadsafe(self._drain(tps, 0), self._loop)
+        # Not waited for here; what is inside a provider call may still finish and record its outcome (the claim
+        # guards against the partition's new owner), which beats cancelling a call the provider may have taken.
+        asyncio.run_coroutine_threadsafe(self._drain(tps, self.settings.shutdown_grace_s), self._loop)
         self._forget(tps)
         log.warning("partitions lost", extra={"partitions": sorted(p for _, p in tps)})
 

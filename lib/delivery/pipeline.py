@@ -167,10 +167,24 @@ async def _settle_first(step: Awaitable[T]) -> T:
         raise
 
 
+async def _claim(ctx: DeliveryContext, message_id: uuid.UUID) -> dict[str, Any] | None:
+    """Claim the message. If cancelled meanwhile (shutdown, rebalance), the statement may commit anyway: a claim
+    it took is given back before the cancellation goes on, and only that one (the same worker may be delivering
+    the message under another record of it: releasing by id alone would hand that delivery's message out again)."""
+    write = asyncio.ensure_future(ctx.store.claim(message_id))
+    try:
+        return await asyncio.shield(write)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            if await write is not None:
+                await asyncio.shield(ctx.store.release([message_id]))
+        raise
+
+
 async def _claim_or_skip(ctx: DeliveryContext, message_id: uuid.UUID) -> dict[str, Any] | None:
     """The claimed row, or None when the message is final or gone. Waits out another worker's live claim."""
     while True:
-        row = await _settle_first(ctx.store.claim(message_id))
+        row = await _claim(ctx, message_id)
         if row is not None:
             return row
         state = await ctx.store.state(message_id)
@@ -197,6 +211,7 @@ class Delivery:
     attempts: int = 0
     retries: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
+    in_call: bool = False  # from the provider call until its outcome is written
 
     @property
     def log_extra(self) -> dict[str, Any]:
@@ -224,12 +239,7 @@ async def handle(raw: bytes, key: bytes, ctx: DeliveryContext) -> Outcome:
 
 async def _claim_and_deliver(delivery: Delivery) -> Outcome:
     ctx = delivery.ctx
-    try:
-        row = await _claim_or_skip(ctx, delivery.message_id)
-    except asyncio.CancelledError:
-        # Shutdown while claiming: a claim that committed as we were cancelled is given back (a no-op if not).
-        await asyncio.shield(ctx.store.release([delivery.message_id]))
-        raise
+    row = await _claim_or_skip(ctx, delivery.message_id)
     if row is None:
         DELIVERIES.labels(ctx.channel, "skipped").inc()
         return Outcome.SKIPPED
@@ -241,8 +251,11 @@ async def _claim_and_deliver(delivery: Delivery) -> Outcome:
     try:
         return await _deliver(delivery)
     except asyncio.CancelledError:
-        # Shutdown while waiting (backoff, breaker, rate limit): give the message back at once.
-        await asyncio.shield(ctx.store.release([delivery.message_id]))
+        # Shutdown while waiting (backoff, breaker, rate limit): give the message back at once. Cancelled inside
+        # a provider call (past the grace period, or a lost partition), it is kept: the provider may have it,
+        # and the owner that takes over the expired claim counts the possible re-send.
+        if not delivery.in_call:
+            await asyncio.shield(ctx.store.release([delivery.message_id]))
         raise
 
 
@@ -254,10 +267,12 @@ async def _deliver(delivery: Delivery) -> Outcome:
         # From the provider call until its outcome is written, shutdown must wait for this message, not
         # cancel it: cancelling here could put back a message the provider already has.
         ctx.on_call_state(True)
+        delivery.in_call = True  # left set when the call is cancelled: see _claim_and_deliver
         try:
             outcome = await _attempt(delivery)
         finally:
             ctx.on_call_state(False)
+        delivery.in_call = False
         if isinstance(outcome, Outcome):
             return outcome
         delivery.retries += 1

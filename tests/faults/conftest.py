@@ -138,6 +138,9 @@ def infra() -> Iterator[Infra]:
         migrate(found.pg_url())
         yield found
     finally:
+        if found.database:
+            with psycopg.connect(found.pg_url(database="notify"), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{found.database}" WITH (FORCE)')
         for stop in (lambda: found.kafka("stop"), lambda: found.pg("stop"), host.destroy):
             try:
                 stop()
