@@ -74,6 +74,13 @@ class ChannelWorker:
             "statistics.interval.ms": 5000,
             "stats_cb": self._on_stats,
             "max.poll.interval.ms": 300_000,
+            # A broker that restarts after an outage waits this long for the old member before a rebalance, and
+            # the default (45 s) was the whole recovery time after a 30 s broker kill (the fault suite).
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 3_000,
+            # A connection cut without a reset (a partition, a dead node) is dropped and dialled again after this,
+            # instead of waiting out TCP's retransmission backoff (about 24 s lost after a 30 s cut).
+            "socket.timeout.ms": 10_000,
             # A resumed or idle partition is fetched again within 100 ms, not the default 500.
             "fetch.wait.max.ms": 100,
         }
