@@ -226,7 +226,16 @@ def test_list_is_newest_first_and_paginates(client: httpx.Client, site: dict[str
             break
     assert seen == list(reversed(sent))
     assert client.get("/api/v1/notifications", params={"status": "SENT"}, headers=headers).json()["items"] == []
-    for bad in ({"status": "nope"}, {"limit": "0"}, {"since": "yesterday"}, {"cursor": "!!"}, {"colour": "red"}):
+    # An empty value is a wrong value, not a missing one (the document says what each parameter takes).
+    empty = [{name: ""} for name in ("status", "channel", "since", "limit", "cursor")]
+    for bad in (
+        {"status": "nope"},
+        {"limit": "0"},
+        {"since": "yesterday"},
+        {"cursor": "!!"},
+        {"colour": "red"},
+        *empty,
+    ):
         response = client.get("/api/v1/notifications", params=bad, headers=headers)
         assert response.status_code == 422, bad
 
@@ -247,6 +256,8 @@ def test_metrics_route(client: httpx.Client, site: dict[str, Any]) -> None:
         {"from": "2026-02-01", "to": "2026-01-01"},
         {"channel": "x"},
         {"from": "2020-01-01", "to": "2026-01-01"},
+        {"from": ""},
+        {"channel": ""},
     ):
         assert client.get("/api/v1/metrics", params=bad, headers=headers).status_code == 422
 

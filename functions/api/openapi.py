@@ -225,8 +225,8 @@ PATHS: dict[str, Any] = {
                             "required": ["site_name"],
                             "properties": {
                                 "site_name": {"type": "string", "pattern": "^[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?$"},
-                                "site_url": {"type": "string", "format": "uri"},
-                                "managed_by": {"type": "string", "minLength": 1, "maxLength": 512},
+                                "site_url": {"type": ["string", "null"], "format": "uri"},
+                                "managed_by": {"type": ["string", "null"], "minLength": 1, "maxLength": 512},
                             },
                         }
                     }
@@ -288,9 +288,13 @@ PATHS: dict[str, Any] = {
                             "additionalProperties": False,
                             "properties": {
                                 "status": {"enum": list(SITE_STATUSES)},
-                                "site_url": {"type": "string"},
+                                "site_url": {"type": ["string", "null"]},
                                 "enabled_channels": {"type": "array", "items": {"enum": list(CHANNELS)}},
-                                "rate_limit_per_minute": {"type": ["integer", "null"], "minimum": 1},
+                                "rate_limit_per_minute": {
+                                    "type": ["integer", "null"],
+                                    "minimum": 1,
+                                    "maximum": 1_000_000,
+                                },
                                 "managed_by": {
                                     "type": ["string", "null"],
                                     "maxLength": 512,
@@ -419,8 +423,8 @@ PATHS: dict[str, Any] = {
             "summary": "The caller's messages, newest first",
             "security": SITE_KEY,
             "parameters": [
-                _q("status", "filter by status"),
-                _q("channel", "email or whatsapp"),
+                _q("status", "filter by status", {"enum": list(MESSAGE_STATUSES)}),
+                _q("channel", "email or whatsapp", {"enum": list(CHANNELS)}),
                 _q("since", "ISO 8601 timestamp with zone"),
                 _q("limit", "1-200, default 50", {"type": "integer"}),
                 _q("cursor", "next_cursor of the previous page"),
@@ -452,7 +456,11 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "The caller's daily metrics (UTC days; default the last 30)",
             "security": SITE_KEY,
-            "parameters": [_q("from", "YYYY-MM-DD"), _q("to", "YYYY-MM-DD"), _q("channel", "email or whatsapp")],
+            "parameters": [
+                _q("from", "YYYY-MM-DD"),
+                _q("to", "YYYY-MM-DD"),
+                _q("channel", "email or whatsapp", {"enum": list(CHANNELS)}),
+            ],
             "responses": {"200": _json(_ref("DailyMetrics"), "per day and channel"), **_errors(*_SITE_ERRORS, 422)},
         }
     },

@@ -223,7 +223,7 @@ async def handle(raw: bytes, key: bytes, ctx: DeliveryContext) -> Outcome:
     """Deliver the message a Kafka record names; return how it ended."""
     try:
         record = NotificationRecord.from_bytes(raw)
-    except (ValueError, TypeError, KeyError) as exc:
+    except ValueError as exc:
         await _dead_letter(
             ctx, raw, key, [_entry(0, f"unreadable record: {exc}", "unreadable_record")], 0, "unreadable_record"
         )

@@ -113,18 +113,25 @@ class NotificationRecord:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> NotificationRecord:
-        data = json.loads(raw)
-        if not isinstance(data, dict) or data.get("v") != WIRE_VERSION:
-            raise ValueError("not a notification record of a known version")
-        UUID(data["message_id"])
-        return cls(
-            message_id=data["message_id"],
-            site_id=data["site_id"],
-            channel=data["channel"],
-            content=Content.from_row(data),
-            created_at=data.get("created_at", ""),
-            v=data["v"],
-        )
+        """The record, or ValueError for anything else (the worker dead-letters it: any other exception would
+        have it retried forever, the partition stuck behind it)."""
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict) or data.get("v") != WIRE_VERSION:
+                raise ValueError("not a notification record of a known version")
+            if not isinstance(data["message_id"], str):
+                raise ValueError("message_id is not a string")
+            UUID(data["message_id"])
+            return cls(
+                message_id=data["message_id"],
+                site_id=data["site_id"],
+                channel=data["channel"],
+                content=Content.from_row(data),
+                created_at=data.get("created_at", ""),
+                v=data["v"],
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a notification record: {exc!r}") from None
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ def parse_list_filters(params: dict[str, str]) -> ListFilters:
     problems += [
         {"field": u, "code": "unknown_parameter", "message": f"unknown parameter {u!r}"} for u in sorted(unknown)
     ]
-    status = params.get("status") or None
+    status = params.get("status")
     if status is not None and status not in MESSAGE_STATUSES:
         problems.append(
             {
@@ -70,13 +70,13 @@ def parse_list_filters(params: dict[str, str]) -> ListFilters:
                 "message": f"status must be one of {', '.join(MESSAGE_STATUSES)}",
             }
         )
-    channel = params.get("channel") or None
+    channel = params.get("channel")
     if channel is not None and channel not in CHANNELS:
         problems.append(
             {"field": "channel", "code": "invalid_choice", "message": f"channel must be one of {', '.join(CHANNELS)}"}
         )
     since = None
-    if params.get("since"):
+    if "since" in params:
         try:
             since = datetime.fromisoformat(params["since"])
             if since.tzinfo is None:
@@ -85,17 +85,17 @@ def parse_list_filters(params: dict[str, str]) -> ListFilters:
             problems.append(
                 {"field": "since", "code": "invalid", "message": "since must be an ISO 8601 timestamp with a time zone"}
             )
-    limit = strict_int(params.get("limit") or "50")
+    limit = strict_int(params.get("limit", "50"))
     if limit is None or not 1 <= limit <= 200:
         problems.append({"field": "limit", "code": "invalid", "message": "limit must be an integer from 1 to 200"})
     if problems:
         raise ValidationFailed("invalid query parameters", details=problems)
     assert limit is not None
-    return ListFilters(status, channel, since, limit, params.get("cursor") or None)
+    return ListFilters(status, channel, since, limit, params.get("cursor"))
 
 
 async def list_messages(pool: db.Pool, site: SiteIdentity, filters: ListFilters) -> dict[str, Any]:
-    cursor_at, cursor_id = decode_cursor(filters.cursor) if filters.cursor else (None, None)
+    cursor_at, cursor_id = decode_cursor(filters.cursor) if filters.cursor is not None else (None, None)
     params = {
         "site_id": site.site_id,
         "status": filters.status,

@@ -23,12 +23,12 @@ def parse_range(params: dict[str, str]) -> tuple[date, date, str | None]:
     today = datetime.now(UTC).date()
     bounds: dict[str, date] = {"to": today, "from": today - timedelta(days=29)}
     for name in ("from", "to"):
-        if params.get(name):
+        if name in params:
             try:
                 bounds[name] = date.fromisoformat(params[name])
             except ValueError:
                 problems.append({"field": name, "code": "invalid", "message": f"{name} must be a date (YYYY-MM-DD)"})
-    channel = params.get("channel") or None
+    channel = params.get("channel")
     if channel is not None and channel not in CHANNELS:
         problems.append(
             {"field": "channel", "code": "invalid_choice", "message": f"channel must be one of {', '.join(CHANNELS)}"}

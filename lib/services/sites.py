@@ -12,6 +12,7 @@ from lib.domain import keys
 from lib.domain.errors import Conflict, NotFound, ValidationFailed
 from lib.domain.vocabulary import CHANNELS, SITE_STATUSES
 
+MAX_RATE = 1_000_000  # messages a minute: far above any plan, well inside the column's integer
 SITE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?$")
 
 
@@ -125,13 +126,15 @@ def parse_site_changes(data: Any) -> dict[str, Any]:
     if status is not None and status not in SITE_STATUSES:
         raise _problem("status", "invalid_choice", f"status must be one of {', '.join(SITE_STATUSES)}")
     channels = data.get("enabled_channels")
-    if channels is not None and (not isinstance(channels, list) or not set(channels) <= set(CHANNELS)):
+    if channels is not None and (not isinstance(channels, list) or not all(c in CHANNELS for c in channels)):
         raise _problem(
             "enabled_channels", "invalid_choice", f"enabled_channels must be a list of {', '.join(CHANNELS)}"
         )
     limit = data.get("rate_limit_per_minute")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise _problem("rate_limit_per_minute", "invalid", "rate_limit_per_minute must be a positive integer or null")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_RATE):
+        raise _problem(
+            "rate_limit_per_minute", "invalid", f"rate_limit_per_minute must be an integer from 1 to {MAX_RATE} or null"
+        )
     return {
         "status": status,
         "site_url": check_site_url(data.get("site_url")),

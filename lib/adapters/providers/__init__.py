@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from typing import Any, Protocol
 
@@ -48,15 +49,23 @@ class ProviderSettings(Protocol):
     def connect(self, *, timeout_s: float, max_connections: int) -> Provider: ...
 
 
+# The longest wait a provider's Retry-After can impose: it holds the whole account's circuit, so a mistaken (or
+# hostile) "Retry-After: 1e999" must not stop a channel for good.
+MAX_RETRY_AFTER_S = 3600.0
+
+
 def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds or an HTTP date."""
+    """Retry-After as seconds or an HTTP date, within 0..MAX_RETRY_AFTER_S; None when absent or unreadable."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (ValueError, TypeError, IndexError, OverflowError):
+            return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S) if math.isfinite(seconds) else None
 
 
 # Permanent answers: the same request will never succeed. Everything 5xx, 408 and 429 is temporary.

@@ -79,17 +79,29 @@ class SendGridProvider:
             )
         except httpx.HTTPError as exc:
             raise error_for_transport(self.name, exc) from exc
-        if response.status_code == 202:
-            return response.headers.get("x-message-id") or ""
-        raise error_for_response(self.name, response, _sendgrid_errors(response))
+        return read_answer(response)
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
 
+def read_answer(response: httpx.Response) -> str:
+    """SendGrid's answer to a mail send: its message id (202), or the DeliveryError it means."""
+    if response.status_code == 202:
+        return response.headers.get("x-message-id") or ""
+    raise error_for_response(SendGridProvider.name, response, _sendgrid_errors(response))
+
+
 def _sendgrid_errors(response: httpx.Response) -> str:
+    """The errors SendGrid lists ({"errors": [{"field", "message"}]}), or the start of whatever else it sent."""
     try:
-        errors = response.json().get("errors") or []
-        return "; ".join(f"{e.get('field') or '-'}: {e.get('message')}" for e in errors) or response.text[:300]
+        errors = response.json().get("errors")
     except (ValueError, AttributeError):
-        return response.text[:300]
+        errors = None
+    if isinstance(errors, list):
+        found = "; ".join(
+            f"{e.get('field') or '-'}: {e.get('message')}" if isinstance(e, dict) else str(e) for e in errors
+        )
+        if found:
+            return found
+    return response.text[:300]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -43,24 +44,31 @@ class WASenderProvider:
             )
         except httpx.HTTPError as exc:
             raise error_for_transport(self.name, exc) from exc
-        if response.is_success:
-            try:
-                data = response.json()
-                if data.get("success") is not False:
-                    return str((data.get("data") or {}).get("msgId", ""))
-            except ValueError:
-                pass
-        raise error_for_response(self.name, response, _wasender_error(response))
+        return read_answer(response)
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
 
-def _wasender_error(response: httpx.Response) -> str:
+def _json_object(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()
-        message = str(body.get("message") or "")
-        errors = body.get("errors")
-        return f"{message} {errors}" if errors else message or response.text[:300]
-    except (ValueError, AttributeError):
-        return response.text[:300]
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def read_answer(response: httpx.Response) -> str:
+    """WASender's answer to a send-message: its message id ({"success": true, "data": {"msgId": ...}}), or the
+    DeliveryError it means (a 2xx saying "success": false is a refusal too)."""
+    body = _json_object(response)
+    if response.is_success and body.get("success") is not False:
+        data = body.get("data")
+        return str(data.get("msgId", "")) if isinstance(data, dict) else ""
+    raise error_for_response(WASenderProvider.name, response, _wasender_error(response, body))
+
+
+def _wasender_error(response: httpx.Response, body: dict[str, Any]) -> str:
+    message = str(body.get("message") or "")
+    errors = body.get("errors")
+    return f"{message} {errors}" if errors else message or response.text[:300]
