@@ -11,9 +11,11 @@ import uvicorn
 
 from functions.api.app import Draining, create_app
 from functions.api.settings import ApiSettings
+from lib.adapters.http import GuardedHttpToolsProtocol
 from lib.common.logs import configure_logging
 
 log = logging.getLogger(__name__)
+MAX_HEAD_BYTES = 32 * 1024  # the request line and headers together: what ingress-nginx takes by default (4 x 8k)
 
 
 def server_options(settings: ApiSettings) -> dict[str, Any]:
@@ -27,6 +29,8 @@ def server_options(settings: ApiSettings) -> dict[str, Any]:
         # (ingress-nginx and most cloud load balancers keep upstream connections 60 s): with uvicorn's default of
         # 5 s, the proxy now and then sends a request on a connection the server is closing, and it fails.
         "timeout_keep_alive": settings.keepalive_s,
+        # uvicorn's own httptools protocol, with the limits on slow and oversized request heads it lacks.
+        "http": GuardedHttpToolsProtocol.for_limits(settings.head_timeout_s, MAX_HEAD_BYTES),
     }
 
 

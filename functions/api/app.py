@@ -23,7 +23,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from functions.api.openapi import openapi_document
 from functions.api.settings import ApiSettings
 from lib.adapters import db
-from lib.adapters.http import EXCEPTION_HANDLERS, RequestMetrics, healthz, metrics_endpoint, read_json
+from lib.adapters.http import EXCEPTION_HANDLERS, BodyLimits, RequestMetrics, healthz, metrics_endpoint, read_json
 from lib.adapters.kafka import Publisher, sized_for_topics, topic_max_message_bytes
 from lib.common.logs import tune_gc
 from lib.domain.errors import NotifyError, Unavailable
@@ -51,6 +51,7 @@ class Services:
     rotations: KeyRotations
     bulk_slots: BulkSlots
     draining: Draining
+    body_limits: BodyLimits
 
 
 def services(request: Request) -> Services:
@@ -80,7 +81,7 @@ async def require_site(request: Request) -> SiteIdentity:
 async def register_site(request: Request) -> Response:
     require_admin(request)
     svc = services(request)
-    data = await read_json(request, svc.settings.max_body_bytes)
+    data = await read_json(request, svc.settings.max_body_bytes, svc.body_limits)
     if not isinstance(data, dict):
         data = {"site_name": None}
     name = sites.check_site_name(data.get("site_name"))
@@ -117,7 +118,7 @@ async def admin_site(request: Request) -> Response:
     name = sites.check_site_name(request.path_params["site_name"])
     if request.method == "GET":
         return JSONResponse(await sites.get_site_by_name(svc.pool, name))
-    changes = sites.parse_site_changes(await read_json(request, svc.settings.max_body_bytes))
+    changes = sites.parse_site_changes(await read_json(request, svc.settings.max_body_bytes, svc.body_limits))
     updated = await sites.update_site(svc.pool, name, changes)
     svc.auth.forget_site(UUID(updated["site_id"]))
     return JSONResponse(updated)
@@ -135,7 +136,7 @@ async def admin_rotate_key(request: Request) -> Response:
 async def admin_replay(request: Request) -> Response:
     require_admin(request)
     svc = services(request)
-    which = replay.parse_replay_filter(await read_json(request, svc.settings.max_body_bytes))
+    which = replay.parse_replay_filter(await read_json(request, svc.settings.max_body_bytes, svc.body_limits))
     replayed = await replay.replay(svc.pool, svc.publisher, svc.settings.kafka, which)
     return JSONResponse({"replayed": len(replayed), "message_ids": replayed}, status_code=202)
 
@@ -151,7 +152,9 @@ async def send_notification(request: Request) -> Response:
     site = await require_site(request)
     svc = services(request)
     key = check_idempotency_key(request.headers.get("idempotency-key"))
-    req = parse_notification(await read_json(request, svc.settings.max_body_bytes), idempotency_key=key)
+    req = parse_notification(
+        await read_json(request, svc.settings.max_body_bytes, svc.body_limits), idempotency_key=key
+    )
     item = svc.acceptor.prepare(site, req)  # a refused channel or an oversized record costs no quota
     svc.quotas.take(site)
     accepted = await svc.acceptor.accept(site, item)
@@ -164,7 +167,7 @@ async def send_bulk(request: Request) -> Response:
     site = await require_site(request)
     svc = services(request)
     with svc.bulk_slots.held(site):  # before the body is read: a refused bulk costs nothing
-        data = await read_json(request, svc.settings.max_bulk_body_bytes)
+        data = await read_json(request, svc.settings.max_bulk_body_bytes, svc.body_limits)
         bulk = await svc.acceptor.prepare_bulk(site, data.get("items") if isinstance(data, dict) else None)
         if bulk.ready:  # the quota is charged for valid items only; those beyond it are rejected one by one
             granted = svc.quotas.grant(site, len(bulk.ready))
@@ -307,7 +310,10 @@ def create_app(
         acceptor = accepting.Acceptor(pool, publisher, settings.kafka)
         rotations = KeyRotations(settings.key_rotations_per_hour)
         bulk_slots = BulkSlots(settings.bulk_concurrency_per_site)
-        svc = Services(settings, pool, publisher, auth, admin, acceptor, SiteQuotas(), rotations, bulk_slots, stopping)
+        bodies = BodyLimits(settings.body_timeout_s, settings.body_budget_bytes)
+        svc = Services(
+            settings, pool, publisher, auth, admin, acceptor, SiteQuotas(), rotations, bulk_slots, stopping, bodies
+        )
         app.state.services = svc
         sweeper = (
             asyncio.create_task(

@@ -13,12 +13,13 @@ ERROR_CODES = {
     403: ["site_suspended", "channel_disabled"],
     404: ["not_found"],
     405: ["method_not_allowed"],
+    408: ["request_timeout"],
     409: ["site_exists", "site_managed_elsewhere", "idempotency_key_conflict", "idempotency_key_in_use"],
     413: ["payload_too_large"],
     415: ["unsupported_media_type"],
     422: ["validation_failed", "unstorable_message"],
     429: ["rate_limited", "auth_rate_limited"],
-    503: ["database_unavailable", "kafka_unavailable"],
+    503: ["database_unavailable", "kafka_unavailable", "server_busy"],
 }
 _TIMESTAMP = {"type": "string", "format": "date-time"}
 _NULLABLE_STR = {"type": ["string", "null"]}
@@ -234,7 +235,7 @@ PATHS: dict[str, Any] = {
             },
             "responses": {
                 "201": _json(_ref("SiteWithKey"), "registered"),
-                **_errors(400, 401, 409, 413, 415, 422, 429, 503),
+                **_errors(400, 401, 409, 408, 413, 415, 422, 429, 503),
             },
         }
     },
@@ -308,7 +309,7 @@ PATHS: dict[str, Any] = {
             },
             "responses": {
                 "200": _json(_ref("Site"), "updated"),
-                **_errors(400, 401, 404, 409, 413, 415, 422, 429, 503),
+                **_errors(400, 401, 404, 409, 408, 413, 415, 422, 429, 503),
             },
         },
     },
@@ -357,7 +358,7 @@ PATHS: dict[str, Any] = {
                     },
                     "re-enqueued",
                 ),
-                **_errors(400, 401, 413, 415, 422, 429, 503),
+                **_errors(400, 401, 408, 413, 415, 422, 429, 503),
             },
         }
     },
@@ -380,7 +381,7 @@ PATHS: dict[str, Any] = {
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Notification")}}},
             "responses": {
                 "202": _json(_ref("Accepted"), "accepted (header Idempotent-Replayed: true on a replay)"),
-                **_errors(400, 401, 403, 409, 413, 415, 422, 429, 503),
+                **_errors(400, 401, 403, 409, 408, 413, 415, 422, 429, 503),
             },
         }
     },
@@ -414,7 +415,7 @@ PATHS: dict[str, Any] = {
                     },
                     "one result per item",
                 ),
-                **_errors(400, 401, 403, 413, 415, 422, 429, 503),
+                **_errors(400, 401, 403, 408, 413, 415, 422, 429, 503),
             },
         }
     },
@@ -475,7 +476,9 @@ def openapi_document() -> dict[str, Any]:
             "title": "notify",
             "version": "1.0.0",
             "description": "Multi-tenant notification gateway: email (SendGrid) and WhatsApp (WASender). "
-            'Every error is {"error": {"code", "message", "details"}}.',
+            'Every error is {"error": {"code", "message", "details"}}; so are the two the server itself gives before'
+            " any route: 408 request_timeout (a request head not whole within API_HEAD_TIMEOUT_SECONDS) and 431"
+            " headers_too_large (request line and headers over 32 KiB).",
         },
         "paths": PATHS,
         "components": {

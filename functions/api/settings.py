@@ -16,6 +16,9 @@ class ApiSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     keepalive_s: int = 75
+    head_timeout_s: float = 20.0
+    body_timeout_s: float = 30.0
+    body_budget_bytes: int = 64 * 1024 * 1024
     shutdown_delay_s: float = 5.0
     log_level: str = "INFO"
     max_body_bytes: int = 1024 * 1024
@@ -47,6 +50,9 @@ class ApiSettings:
             host=env.text("API_HOST", "127.0.0.1"),
             port=env.integer("API_PORT", 8080, minimum=1),
             keepalive_s=env.integer("API_KEEPALIVE_SECONDS", 75, minimum=1),
+            head_timeout_s=env.number("API_HEAD_TIMEOUT_SECONDS", 20.0, minimum=0.1),
+            body_timeout_s=env.number("API_BODY_TIMEOUT_SECONDS", 30.0, minimum=0.1),
+            body_budget_bytes=env.integer("API_BODY_BUDGET_BYTES", 64 * 1024 * 1024, minimum=1024),
             shutdown_delay_s=env.number("API_SHUTDOWN_DELAY_SECONDS", 5.0, minimum=0),
             log_level=env.text("LOG_LEVEL", "INFO"),
             max_body_bytes=env.integer("API_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from lib.domain.errors import (
     BadRequest,
     InvalidJSON,
     NotifyError,
     PayloadTooLarge,
+    RequestTimeout,
     TooManyRequests,
+    Unavailable,
     UnsupportedMediaType,
 )
 from lib.domain.validation import strict_int
@@ -39,7 +44,9 @@ _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 
 
 
 def error_response(error: NotifyError) -> JSONResponse:
-    headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, TooManyRequests) else None
+    headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, TooManyRequests) else {}
+    if error.body_unread:
+        headers["Connection"] = "close"
     return JSONResponse(error.to_body(), status_code=error.status, headers=headers)
 
 
@@ -69,8 +76,28 @@ EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]
 }
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
-    """The request's JSON body, refusing the wrong media type, oversized bodies and malformed JSON."""
+@dataclass
+class BodyLimits:
+    """What request bodies may take, across one process: each must arrive whole within ``timeout_s`` (a body
+    sent a byte a second holds a connection and its buffer), and the bodies being read at once hold at most
+    ``budget_bytes`` between them; past it a new body is refused with a 503 until the others are done."""
+
+    timeout_s: float = 30.0
+    budget_bytes: int = 64 * 1024 * 1024
+    held: int = 0
+
+    def take(self, n: int) -> bool:
+        if self.held + n > self.budget_bytes:
+            return False
+        self.held += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.held -= n
+
+
+async def read_json(request: Request, max_bytes: int, limits: BodyLimits | None = None) -> Any:
+    """The request's JSON body, refusing the wrong media type, oversized, late or malformed bodies."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
         raise UnsupportedMediaType("send the body as application/json")
@@ -80,17 +107,44 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         if length is None:
             raise BadRequest("Content-Length must be a number of bytes", code="invalid_content_length")
         if length > max_bytes:
-            raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
-        chunks.append(chunk)
+            raise _unread(PayloadTooLarge(f"the body is larger than {max_bytes} bytes"))
+    limits = limits or BodyLimits()
+    chunks: list[bytes] = []
+    size = 0
     try:
-        return json.loads(b"".join(chunks))
+        async with asyncio.timeout(limits.timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
+                if not limits.take(len(chunk)):
+                    size -= len(chunk)
+                    raise Unavailable("too many request bodies are being read at once; try again", code="server_busy")
+                chunks.append(chunk)
+    except NotifyError as exc:
+        exc.body_unread = True
+        raise
+    except TimeoutError:
+        raise _unread(RequestTimeout(f"the body did not arrive within {limits.timeout_s:g} s")) from None
+    except ClientDisconnect:
+        raise _unread(BadRequest("the client went away before its body arrived")) from None
+    finally:
+        limits.give(size)
+    return _parse(b"".join(chunks))
+
+
+def _unread(error: NotifyError) -> NotifyError:
+    error.body_unread = True
+    return error
+
+
+def _parse(body: bytes) -> Any:
+    try:
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidJSON("the body is not valid JSON: nested too deeply") from None
 
 
 async def metrics_endpoint(_request: Request) -> Response:
@@ -145,3 +199,84 @@ class QuietServer(uvicorn.Server):
     def for_app(cls, app: ASGIApp, host: str, port: int) -> QuietServer:
         """A side server (health, metrics): no access log, no lifespan, logs through our JSON handler."""
         return cls(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off"))
+
+
+def _raw_error(status: int, reason: str, code: str, message: str) -> bytes:
+    """A whole HTTP/1.1 error response, for the transport itself (no app has seen the request)."""
+    body = json.dumps({"error": {"code": code, "message": message, "details": None}}).encode()
+    head = f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+    return (head + "connection: close\r\n\r\n").encode() + body
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits a server that faces clients needs and uvicorn leaves out: a
+    connection that never sends anything is closed after the keep-alive time (as an idle one is), a request head
+    must arrive whole within ``head_timeout_s`` (slowloris) and stay within ``max_head_bytes``. Each refusal is
+    the usual JSON error, and the connection is closed. ``for_limits`` makes the class uvicorn is given."""
+
+    head_timeout_s: float = 20.0
+    max_head_bytes: int = 32 * 1024
+
+    @classmethod
+    def for_limits(cls, head_timeout_s: float, max_head_bytes: int) -> type[GuardedHttpToolsProtocol]:
+        return type(cls.__name__, (cls,), {"head_timeout_s": head_timeout_s, "max_head_bytes": max_head_bytes})
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._refused = False
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._refused:  # a refusal of ours, surfacing as the parser's error, is answered already
+            self._refuse(_raw_error(400, "Bad Request", "bad_request", msg))
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+        self._stop_head_timer()
+        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_too_slow)
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._stop_head_timer()
+        super().on_headers_complete()
+
+    def _count_head(self, n: int) -> None:
+        self._head_bytes += n
+        if self._head_bytes > self.max_head_bytes:
+            message = f"the request line and headers are larger than {self.max_head_bytes} bytes"
+            self._refuse(_raw_error(431, "Request Header Fields Too Large", "headers_too_large", message))
+            raise ValueError(message)  # stops the parser; data_received answers nothing more
+
+    def _head_too_slow(self) -> None:
+        message = f"the request head did not arrive within {self.head_timeout_s:g} s"
+        self._refuse(_raw_error(408, "Request Timeout", "request_timeout", message))
+
+    def _refuse(self, response: bytes) -> None:
+        self._refused = True
+        self._stop_head_timer()
+        if not self.transport.is_closing():
+            self.transport.write(response)
+            self.transport.close()
+
+    def _stop_head_timer(self) -> None:
+        if getattr(self, "_head_timer", None) is not None:
+            self._head_timer.cancel()  # type: ignore[union-attr]
+            self._head_timer = None

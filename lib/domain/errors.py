@@ -14,6 +14,9 @@ class NotifyError(Exception):
     status: int = 500
     code: str = "internal_error"
     temporary: bool = False
+    # Set when the request's body was left unread: the connection must close after the answer, or the rest of
+    # the body would be read as the next request.
+    body_unread: bool = False
 
     def __init__(self, message: str, *, details: Any = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -48,6 +51,10 @@ class NotFound(NotifyError):
 
 class Conflict(NotifyError):
     status, code = 409, "conflict"
+
+
+class RequestTimeout(NotifyError):
+    status, code, temporary = 408, "request_timeout", True
 
 
 class PayloadTooLarge(NotifyError):
