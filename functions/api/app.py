@@ -23,7 +23,15 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from functions.api.openapi import openapi_document
 from functions.api.settings import ApiSettings
 from lib.adapters import db
-from lib.adapters.http import EXCEPTION_HANDLERS, BodyLimits, RequestMetrics, healthz, metrics_endpoint, read_json
+from lib.adapters.http import (
+    EXCEPTION_HANDLERS,
+    BodyLimits,
+    RequestMetrics,
+    healthz,
+    metrics_endpoint,
+    read_json,
+    watch_event_loop,
+)
 from lib.adapters.kafka import Publisher, sized_for_topics, topic_max_message_bytes
 from lib.common.logs import tune_gc
 from lib.domain.errors import NotifyError, Unavailable
@@ -323,9 +331,11 @@ def create_app(
             else None
         )
         tune_gc()
+        watcher = asyncio.create_task(watch_event_loop())
         try:
             yield
         finally:
+            watcher.cancel()
             if sweeper is not None:
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -280,3 +280,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if getattr(self, "_head_timer", None) is not None:
             self._head_timer.cancel()  # type: ignore[union-attr]
             self._head_timer = None
+
+
+LOOP_STALLS = Histogram(
+    "notify_event_loop_stall_seconds",
+    "How late the event loop ran a 10 ms timer, when later than 5 ms: time every request waited behind other work",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+)
+STALL_S = 0.005
+
+
+async def watch_event_loop(interval_s: float = 0.01) -> None:
+    """Measure the event loop's stalls for as long as it runs: a timer due every ``interval_s`` that fires more
+    than 5 ms late means the loop was busy (a long synchronous step) and every request waited that long. Counted
+    in ``notify_event_loop_stall_seconds``; stalls over 100 ms are logged with their time."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + interval_s
+        await asyncio.sleep(interval_s)
+        late = loop.time() - due
+        if late > STALL_S:
+            LOOP_STALLS.observe(late)
+            if late > 0.1:
+                log.warning("event loop stalled", extra={"stall_ms": round(late * 1000, 1)})
