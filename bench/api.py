@@ -96,15 +96,18 @@ def _stack_cpu_s(api_pid: int) -> float:
     return _cpu_s(api_pid) + _postgres_cpu_s() + _cpu_s(broker)
 
 
-def _loop_stalls(url: str) -> tuple[float, float]:
-    """The API's event-loop stalls over 5 ms so far: how many, and their total seconds."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    found = dict.fromkeys(("count", "sum"), 0.0)
-    for line in text.splitlines():
-        for kind in found:
-            if line.startswith(f"notify_event_loop_stall_seconds_{kind} "):
-                found[kind] = float(line.split()[1])
-    return found["count"], found["sum"]
+def _scrape(url: str) -> dict[str, float]:
+    """The API's Prometheus samples, by their line's name and labels."""
+    samples = {}
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def _delta(after: dict[str, float], before: dict[str, float], name: str) -> float:
+    return after.get(name, 0.0) - before.get(name, 0.0)
 
 
 def _with_cpu(server: Child, run: Callable[[], AttackResult]) -> Run:
@@ -219,14 +222,26 @@ def run(duration_s: float) -> Report:
         pg.stop()
 
         send, send_conns, send_cpu_max = _maximum(api, _send_targets(url, keys), duration_s)
-        stalls_before, stack_before = _loop_stalls(url), _stack_cpu_s(api.proc.pid)
+        scraped_before, stack_before = _scrape(url), _stack_cpu_s(api.proc.pid)
         steady_runs = _steady(api, _send_targets(url, keys), 0.7 * send.throughput, duration_s, STEADY_ROUNDS)
-        stack_after, stalls_after = _stack_cpu_s(api.proc.pid), _loop_stalls(url)
+        stack_after, scraped = _stack_cpu_s(api.proc.pid), _scrape(url)
         steady, send_cpu_steady = sorted(steady_runs, key=lambda run: run[0].p99_ms)[len(steady_runs) // 2]
         steady_non_2xx = sum(run.non_2xx for run, _ in steady_runs)
         accepted = sum(run.requests - run.non_2xx for run, _ in steady_runs)
         stack_cpu_us = (stack_after - stack_before) / max(accepted, 1) * 1e6
-        stall_count, stall_s = stalls_after[0] - stalls_before[0], stalls_after[1] - stalls_before[1]
+        stall_count, stall_s, stall_running_s, stall_waiting_s, batches, queued_s, held_s, queued_5ms = (
+            _delta(scraped, scraped_before, name)
+            for name in (
+                "notify_event_loop_stall_seconds_count",
+                "notify_event_loop_stall_seconds_sum",
+                'notify_event_loop_stalled_seconds_total{part="running"}',
+                'notify_event_loop_stalled_seconds_total{part="waiting_for_cpu"}',
+                "notify_insert_batch_held_seconds_count",
+                "notify_insert_batch_queued_seconds_sum",
+                "notify_insert_batch_held_seconds_sum",
+                'notify_insert_batch_queued_seconds_bucket{le="0.005"}',
+            )
+        )
         send_half, _ = _steady(api, _send_targets(url, keys), 0.35 * send.throughput, duration_s, 1)[0]
         flood_rate = 0.25 * send.throughput
         wrong_targets = [
@@ -340,7 +355,15 @@ def run(duration_s: float) -> Report:
     report.add(
         "  API event-loop stalls over 5 ms during the 70% runs: count / total ms",
         f"{stall_count:.0f} / {stall_s * 1000:.0f}",
-        f"of {STEADY_ROUNDS * duration_s:.0f} s ({stall_s / (STEADY_ROUNDS * duration_s) * 100:.1f}% of the time)",
+        f"of {STEADY_ROUNDS * duration_s:.0f} s ({stall_s / (STEADY_ROUNDS * duration_s) * 100:.1f}% of the time);"
+        f" over their windows the loop thread ran {stall_running_s * 1000:.0f} ms and waited for a CPU"
+        f" {stall_waiting_s * 1000:.0f} ms",
+    )
+    report.add(
+        "  insert batches during the 70% runs: count; mean wait for the slot / mean hold, ms",
+        f"{batches:.0f}; {queued_s / max(batches, 1) * 1000:.1f} / {held_s / max(batches, 1) * 1000:.1f}",
+        f"{(batches - queued_5ms) / max(batches, 1) * 100:.0f}% of batches waited over 5 ms for the slot;"
+        f" {accepted / max(batches, 1):.1f} messages per batch",
     )
     report.add(
         "CPU per accepted message at 70%, API + PostgreSQL + broker, us",

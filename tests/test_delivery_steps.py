@@ -6,7 +6,9 @@ message must be given back after it, or it stays PROCESSING until its lease runs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -27,7 +29,9 @@ pytestmark = pytest.mark.anyio
 class SlowToAnswerStore(DeliveryStore):
     """The claim commits, then its answer is late: the moment a shutdown cancels the waiting task."""
 
-    claim_committed: asyncio.Event
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.claim_committed = asyncio.Event()
 
     async def claim(self, message_id: uuid.UUID) -> dict[str, Any] | None:
         row = await super().claim(message_id)
@@ -55,22 +59,30 @@ def claim_state(pg_dsn: str, message_id: uuid.UUID) -> tuple[str | None, str | N
     return (found[0], found[1]) if found else (None, None)
 
 
+@contextlib.asynccontextmanager
+async def worker(
+    pg_dsn: str, provider: Any = None, store_type: type[DeliveryStore] = DeliveryStore
+) -> AsyncIterator[tuple[DeliveryContext, Any]]:
+    """One delivery context on a pool of its own, as a worker holds it, and its store."""
+    pool = db.create_pool(DatabaseSettings(url=Secret(pg_dsn)), name="delivery-steps")
+    await pool.open()
+    try:
+        store = store_type(pool, "worker-under-test", lease_s=60)
+        ctx = DeliveryContext(Channel.EMAIL, store, provider=provider, dead_letters=None, dlq_topic="unused")  # type: ignore[arg-type]
+        yield ctx, store
+    finally:
+        await pool.close()
+
+
 async def test_a_claim_cancelled_by_shutdown_is_given_back(api_url: str, pg_dsn: str) -> None:
     row = accepted_row(api_url, pg_dsn)
     record = NotificationRecord.from_row(row)
-    pool = db.create_pool(DatabaseSettings(url=Secret(pg_dsn)), name="cancel-test")
-    await pool.open()
-    try:
-        store = SlowToAnswerStore(pool, "worker-under-test", lease_s=60)
-        store.claim_committed = asyncio.Event()
-        ctx = DeliveryContext(Channel.EMAIL, store, provider=None, dead_letters=None, dlq_topic="unused")  # type: ignore[arg-type]
+    async with worker(pg_dsn, store_type=SlowToAnswerStore) as (ctx, store):
         task = asyncio.create_task(handle(record.to_bytes(), record.key(), ctx))
         await asyncio.wait_for(store.claim_committed.wait(), 10)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    finally:
-        await pool.close()
     assert claim_state(pg_dsn, row["id"]) == ("PENDING", None)
 
 
@@ -111,20 +123,9 @@ async def test_a_worker_delivers_the_row_and_reads_only_the_id_from_the_record(a
     """The rule written in lib.domain.notification: the record names a message; the row says what it is."""
     row = accepted_row(api_url, pg_dsn)
     stale = NotificationRecord.from_row({**row, "recipient": "someone@else.example", "body": "a stale copy"})
-    pool = db.create_pool(DatabaseSettings(url=Secret(pg_dsn)), name="row-test")
-    await pool.open()
-    try:
-        provider = RecordingProvider()
-        ctx = DeliveryContext(
-            Channel.EMAIL,
-            DeliveryStore(pool, "worker-under-test", lease_s=60),
-            provider=provider,
-            dead_letters=None,  # type: ignore[arg-type]
-            dlq_topic="unused",
-        )
+    provider = RecordingProvider()
+    async with worker(pg_dsn, provider) as (ctx, _store):
         await asyncio.wait_for(handle(stale.to_bytes(), stale.key(), ctx), 20)
-    finally:
-        await pool.close()
     assert [(m.message_id, m.content.recipient, m.content.body) for m in provider.sent] == [
         (str(row["id"]), row["recipient"], row["body"])
     ]
@@ -135,21 +136,10 @@ async def test_two_records_of_one_message_at_once_send_it_once(api_url: str, pg_
     the first one: their claims share a statement, and the row must go to one of them only."""
     row = accepted_row(api_url, pg_dsn)
     record = NotificationRecord.from_row(row)
-    pool = db.create_pool(DatabaseSettings(url=Secret(pg_dsn)), name="twin-test")
-    await pool.open()
-    try:
-        provider = RecordingProvider()
-        ctx = DeliveryContext(
-            Channel.EMAIL,
-            DeliveryStore(pool, "worker-under-test", lease_s=60),
-            provider=provider,
-            dead_letters=None,  # type: ignore[arg-type]
-            dlq_topic="unused",
-        )
+    provider = RecordingProvider()
+    async with worker(pg_dsn, provider) as (ctx, _store):
         twins = [handle(record.to_bytes(), record.key(), ctx) for _ in range(2)]
         outcomes = await asyncio.wait_for(asyncio.gather(*twins), 20)
-    finally:
-        await pool.close()
     assert sorted(o.value for o in outcomes) == ["sent", "skipped"]
     assert len(provider.sent) == 1
 
@@ -178,13 +168,8 @@ async def test_a_twin_record_cancelled_while_claiming_leaves_the_delivery_in_fli
     "Kafka stopped" found it)."""
     row = accepted_row(api_url, pg_dsn)
     record = NotificationRecord.from_row(row)
-    pool = db.create_pool(DatabaseSettings(url=Secret(pg_dsn)), name="twin-cancel-test")
-    await pool.open()
-    try:
-        provider = HeldProvider()
-        store = SlowToAnswerStore(pool, "worker-under-test", lease_s=60)
-        ctx = DeliveryContext(Channel.EMAIL, store, provider=provider, dead_letters=None, dlq_topic="unused")  # type: ignore[arg-type]
-        store.claim_committed = asyncio.Event()
+    provider = HeldProvider()
+    async with worker(pg_dsn, provider, SlowToAnswerStore) as (ctx, store):
         first = asyncio.create_task(handle(record.to_bytes(), record.key(), ctx))
         await asyncio.wait_for(provider.called.wait(), 10)
         store.claim_committed = asyncio.Event()
@@ -196,8 +181,6 @@ async def test_a_twin_record_cancelled_while_claiming_leaves_the_delivery_in_fli
         assert claim_state(pg_dsn, row["id"]) == ("PROCESSING", "worker-under-test")
         provider.answer.set()
         assert (await asyncio.wait_for(first, 10)).value == "sent"
-    finally:
-        await pool.close()
     assert claim_state(pg_dsn, row["id"]) == ("SENT", None)
     assert len(provider.sent) == 1
 
@@ -207,22 +190,11 @@ async def test_a_delivery_cancelled_inside_its_provider_call_keeps_its_claim(api
     claim to run out, so that whoever takes it over counts the possible re-send."""
     row = accepted_row(api_url, pg_dsn)
     record = NotificationRecord.from_row(row)
-    pool = db.create_pool(DatabaseSettings(url=Secret(pg_dsn)), name="in-call-cancel-test")
-    await pool.open()
-    try:
-        provider = HeldProvider()
-        ctx = DeliveryContext(
-            Channel.EMAIL,
-            DeliveryStore(pool, "worker-under-test", lease_s=60),
-            provider=provider,
-            dead_letters=None,  # type: ignore[arg-type]
-            dlq_topic="unused",
-        )
+    provider = HeldProvider()
+    async with worker(pg_dsn, provider) as (ctx, _store):
         task = asyncio.create_task(handle(record.to_bytes(), record.key(), ctx))
         await asyncio.wait_for(provider.called.wait(), 10)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    finally:
-        await pool.close()
     assert claim_state(pg_dsn, row["id"]) == ("PROCESSING", "worker-under-test")

@@ -287,19 +287,46 @@ LOOP_STALLS = Histogram(
     "How late the event loop ran a 10 ms timer, when later than 5 ms: time every request waited behind other work",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
 )
+STALLED = Counter(
+    "notify_event_loop_stalled_seconds",
+    "The loop thread's time during stalls: running (this process's own work) or runnable and waiting for a CPU",
+    ["part"],
+)
 STALL_S = 0.005
+
+
+def _thread_schedstat() -> tuple[float, float] | None:
+    """This thread's seconds on a CPU and waiting for one (Linux schedstat), or None where it is not kept."""
+    try:
+        with open("/proc/thread-self/schedstat") as stat:
+            running_ns, waiting_ns, _slices = stat.read().split()
+    except (OSError, ValueError):
+        return None
+    return int(running_ns) / 1e9, int(waiting_ns) / 1e9
 
 
 async def watch_event_loop(interval_s: float = 0.01) -> None:
     """Measure the event loop's stalls for as long as it runs: a timer due every ``interval_s`` that fires more
-    than 5 ms late means the loop was busy (a long synchronous step) and every request waited that long. Counted
-    in ``notify_event_loop_stall_seconds``; stalls over 100 ms are logged with their time."""
+    than 5 ms late means every request waited that long. Whose fault: the loop thread's own CPU time over the
+    stall (a long synchronous step: the code's) against its time runnable but waiting for a CPU (the machine's,
+    shared with the database, the broker and the load). Stalls over 100 ms are logged."""
     loop = asyncio.get_running_loop()
     while True:
+        before = _thread_schedstat()
         due = loop.time() + interval_s
         await asyncio.sleep(interval_s)
         late = loop.time() - due
-        if late > STALL_S:
-            LOOP_STALLS.observe(late)
-            if late > 0.1:
-                log.warning("event loop stalled", extra={"stall_ms": round(late * 1000, 1)})
+        if late <= STALL_S:
+            continue
+        LOOP_STALLS.observe(late)
+        after = _thread_schedstat()
+        running = waiting = None
+        if before is not None and after is not None:
+            running, waiting = after[0] - before[0], after[1] - before[1]
+            STALLED.labels("running").inc(running)
+            STALLED.labels("waiting_for_cpu").inc(waiting)
+        if late > 0.1:
+            extra = {"stall_ms": round(late * 1000, 1), "running_ms": running and round(running * 1000, 1)}
+            log.warning(
+                "event loop stalled", extra={**extra, "waiting_for_cpu_ms": waiting and round(waiting * 1000, 1)}
+            )

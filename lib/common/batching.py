@@ -10,11 +10,15 @@ loop turn; under heavy load one statement serves hundreds of callers.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+# Told after each batch: its size, how long its oldest item waited for it to start (batches queued behind one
+# another show here), and how long it held its slot.
+OnFlush = Callable[[int, float, float], None]
 
 
 class Batcher(Generic[Item, Result]):
@@ -24,18 +28,20 @@ class Batcher(Generic[Item, Result]):
         *,
         max_batch: int = 256,
         max_in_flight: int = 2,
+        on_flush: OnFlush | None = None,
     ) -> None:
         self._flush_items = flush
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
-        self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._on_flush = on_flush
+        self._waiting: list[tuple[Item, asyncio.Future[Result], float]] = []
         self._in_flight = 0
         self._kick_scheduled = False
 
     async def submit(self, item: Item) -> Result:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
-        self._waiting.append((item, future))
+        self._waiting.append((item, future, time.perf_counter()))
         if not self._kick_scheduled:
             self._kick_scheduled = True
             loop.call_soon(self._kick)
@@ -48,17 +54,20 @@ class Batcher(Generic[Item, Result]):
             self._in_flight += 1
             asyncio.get_running_loop().create_task(self._flush(batch))
 
-    async def _flush(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+    async def _flush(self, batch: list[tuple[Item, asyncio.Future[Result], float]]) -> None:
+        started = time.perf_counter()
         try:
-            results = await self._flush_items([item for item, _ in batch])
+            results = await self._flush_items([item for item, _, _ in batch])
         except Exception as exc:  # every caller of the batch gets the error, none is left waiting
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(exc)
         else:
-            for (_, future), result in zip(batch, results, strict=True):
+            for (_, future, _), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
         finally:
             self._in_flight -= 1
+            if self._on_flush is not None:
+                self._on_flush(len(batch), started - batch[0][2], time.perf_counter() - started)
             self._kick()

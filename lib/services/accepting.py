@@ -42,6 +42,22 @@ ENQUEUE_SECONDS = Histogram(
     "Time from insert to Kafka acknowledgement",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
+_BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+INSERT_QUEUED_SECONDS = Histogram(
+    "notify_insert_batch_queued_seconds",
+    "How long a batch's oldest /send waited for the insert slot (batches queued behind one another)",
+    buckets=_BATCH_BUCKETS,
+)
+INSERT_HELD_SECONDS = Histogram(
+    "notify_insert_batch_held_seconds", "How long one insert batch held the slot", buckets=_BATCH_BUCKETS
+)
+
+
+def _observe_insert(_size: int, queued_s: float, held_s: float) -> None:
+    INSERT_QUEUED_SECONDS.observe(queued_s)
+    INSERT_HELD_SECONDS.observe(held_s)
+
+
 MAX_BULK_ITEMS = 1000
 BULK_ITEMS_PER_TURN = 50
 
@@ -176,7 +192,9 @@ class Acceptor:
         self.pool = pool
         self.publisher = publisher
         self.kafka = kafka
-        self._batcher: Batcher[Prepared, _Stored] = Batcher(self._store_batch, max_in_flight=max_in_flight)
+        self._batcher: Batcher[Prepared, _Stored] = Batcher(
+            self._store_batch, max_in_flight=max_in_flight, on_flush=_observe_insert
+        )
 
     def prepare(self, site: SiteIdentity, req: NotificationRequest) -> Prepared:
         """Give a valid request its id and record; refuse it (403, 413) if the site cannot send on its channel or

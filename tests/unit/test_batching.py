@@ -92,3 +92,25 @@ def test_no_more_batches_run_at_once_than_allowed(in_flight: int) -> None:
 
     asyncio.run(run())
     assert most_running == in_flight
+
+
+def test_each_batch_reports_its_size_its_queueing_and_its_hold() -> None:
+    """With one slot and a 20 ms flush, the second batch's items wait for the first: the wait is told apart from
+    the hold (how the accept path's tail is split between queueing and the insert itself)."""
+    told: list[tuple[int, float, float]] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        await asyncio.sleep(0.02)
+        return items
+
+    async def run() -> None:
+        batcher: Batcher[int, int] = Batcher(
+            flush, max_in_flight=1, max_batch=3, on_flush=lambda *report: told.append(report)
+        )
+        await asyncio.gather(*(batcher.submit(i) for i in range(5)))
+
+    asyncio.run(run())
+    assert [size for size, _, _ in told] == [3, 2]
+    (_, first_queued, first_held), (_, second_queued, _) = told
+    assert first_queued < 0.01 <= 0.015 <= first_held
+    assert second_queued >= 0.015  # it waited out the first batch's hold
