@@ -44,9 +44,19 @@ def create_database(name: str) -> str:
     return dsn_for(name)
 
 
-def drop_database(name: str) -> None:
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def drop_database(name: str, admin_dsn: str = PG_ADMIN_DSN) -> None:
+    # An autovacuum worker in the database (it has no role) cannot be terminated by FORCE as the notify role;
+    # it is gone a moment later.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with psycopg.connect(admin_dsn, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except psycopg.errors.InsufficientPrivilege:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ import pytest
 
 from bench.common import free_port
 from lib.adapters.migrate import migrate
+from tests.conftest import drop_database
 from tests.e2e.conftest import SENDGRID_KEY, WASENDER_KEY, Placement, Stack
 from tests.faults.network import TestHost
 from tests.faults.report import Report
@@ -138,13 +139,15 @@ def infra() -> Iterator[Infra]:
         migrate(found.pg_url())
         yield found
     finally:
-        if found.database:
-            with psycopg.connect(found.pg_url(database="notify"), autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{found.database}" WITH (FORCE)')
-        for stop in (lambda: found.kafka("stop"), lambda: found.pg("stop"), host.destroy):
+
+        def drop() -> None:
+            if found.database:
+                drop_database(found.database, found.pg_url(database="notify"))
+
+        for stop in (drop, lambda: found.kafka("stop"), lambda: found.pg("stop"), host.destroy):
             try:
                 stop()
-            except RuntimeError as exc:
+            except (RuntimeError, psycopg.Error) as exc:  # each step is tried: nothing is left running
                 print(exc)
 
 
