@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -136,6 +137,31 @@ def _steady(server: Child, targets: list[Target], rate: float, duration_s: float
     ]
 
 
+@dataclass
+class Baseline:
+    """A baseline endpoint's maximum (with its connection count and CPU per request), and its runs at 70% and 35%
+    of that maximum (the 70% one with its CPU per request)."""
+
+    top: AttackResult
+    connections: int
+    cpu_max_us: float
+    at_70: AttackResult
+    cpu_70_us: float
+    at_35: AttackResult
+
+
+def _baseline(kind: str, env: dict[str, str], keys: list[str], duration_s: float) -> Baseline:
+    server, url = _server(kind, env)
+    try:
+        targets = _send_targets(url, keys)
+        top, connections, cpu_max = _maximum(server, targets, duration_s)
+        at_70, cpu_70 = _steady(server, targets, 0.7 * top.throughput, duration_s, 1)[0]
+        at_35, _ = _steady(server, targets, 0.35 * top.throughput, duration_s, 1)[0]
+    finally:
+        server.stop()
+    return Baseline(top, connections, cpu_max, at_70, cpu_70, at_35)
+
+
 def _register(url: str, count: int) -> list[dict[str, str]]:
     def one(i: int) -> dict[str, str]:
         response = httpx.post(
@@ -205,21 +231,12 @@ def run(duration_s: float) -> Report:
         env["BENCH_SITE_ID"] = sites[0]["site_id"]
         env["BENCH_SITES"] = json.dumps({s["api_key"]: s["site_id"] for s in sites})
 
-        hello, hello_url = _server("hello", env)
-        hello_targets = _send_targets(hello_url, keys)
-        hello_max, hello_conns, hello_cpu_max = _maximum(hello, hello_targets, duration_s)
-        r_hello = hello_max.throughput
-        # The latency floor of this machine: a no-I/O endpoint at the same relative load as /send's figure.
-        hello_steady, hello_cpu_steady = _steady(hello, hello_targets, 0.7 * r_hello, duration_s, 1)[0]
-        hello_half, _ = _steady(hello, hello_targets, 0.35 * r_hello, duration_s, 1)[0]
-        hello.stop()
-        pg, pg_url = _server("pg", env)
-        pg_targets = _send_targets(pg_url, keys)
-        pg_max, pg_conns, _ = _maximum(pg, pg_targets, duration_s)
-        r_pg = pg_max.throughput
-        pg_steady, _ = _steady(pg, pg_targets, 0.7 * r_pg, duration_s, 1)[0]
-        pg_half, _ = _steady(pg, pg_targets, 0.35 * r_pg, duration_s, 1)[0]
-        pg.stop()
+        # The latency floor of this machine: a no-I/O endpoint at the same relative loads as /send's figures.
+        hello = _baseline("hello", env, keys, duration_s)
+        r_hello, hello_conns, hello_cpu_max = hello.top.throughput, hello.connections, hello.cpu_max_us
+        hello_steady, hello_cpu_steady, hello_half = hello.at_70, hello.cpu_70_us, hello.at_35
+        pg = _baseline("pg", env, keys, duration_s)
+        r_pg, pg_conns, pg_steady, pg_half = pg.top.throughput, pg.connections, pg.at_70, pg.at_35
 
         send, send_conns, send_cpu_max = _maximum(api, _send_targets(url, keys), duration_s)
         scraped_before, stack_before = _scrape(url), _stack_cpu_s(api.proc.pid)
