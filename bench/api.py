@@ -72,22 +72,30 @@ def _api_env(dsn: str, kafka: KafkaSettings) -> dict[str, str]:
     }
 
 
+def _stat(path: Path) -> list[str]:
+    """The fields of a /proc/<pid>/stat after the command name: state, ppid, ..., utime (11), stime (12),
+    cutime (13), cstime (14)."""
+    return path.read_text().rsplit(")", 1)[1].split()
+
+
+def _ticks_s(fields: list[str], *indexes: int) -> float:
+    return sum(int(fields[i]) for i in indexes) / os.sysconf("SC_CLK_TCK")
+
+
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process, all its threads (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _ticks_s(_stat(Path(f"/proc/{pid}/stat")), 11, 12)
 
 
 def _postgres_cpu_s() -> float:
     """The local PostgreSQL's CPU seconds: the postmaster, its live children, and the children it has reaped."""
     postmaster = int((ROOT / ".local" / "pg" / "data" / "postmaster.pid").read_text().split()[0])
-    total = _cpu_s(postmaster)
-    fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
-    total += (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    total = _ticks_s(_stat(Path(f"/proc/{postmaster}/stat")), 11, 12, 13, 14)
+    for path in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, IndexError, ValueError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
-                total += _cpu_s(int(stat.parent.name))
+            fields = _stat(path)
+            if int(fields[1]) == postmaster:
+                total += _ticks_s(fields, 11, 12)
     return total
 
 

@@ -11,11 +11,10 @@ import uvicorn
 
 from functions.api.app import Draining, create_app
 from functions.api.settings import ApiSettings
-from lib.adapters.http import GuardedHttpToolsProtocol
+from lib.adapters.http import MAX_HEAD_BYTES, GuardedHttpToolsProtocol
 from lib.common.logs import configure_logging
 
 log = logging.getLogger(__name__)
-MAX_HEAD_BYTES = 32 * 1024  # the request line and headers together: what ingress-nginx takes by default (4 x 8k)
 
 
 def server_options(settings: ApiSettings) -> dict[str, Any]:

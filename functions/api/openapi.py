@@ -5,7 +5,9 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from lib.adapters.http import MAX_HEAD_BYTES
 from lib.domain.vocabulary import CHANNELS, MESSAGE_STATUSES, SITE_STATUSES, MessageStatus
+from lib.services.sites import MAX_RATE
 
 ERROR_CODES = {
     400: ["invalid_json", "invalid_content_length", "bad_request"],
@@ -294,7 +296,7 @@ PATHS: dict[str, Any] = {
                                 "rate_limit_per_minute": {
                                     "type": ["integer", "null"],
                                     "minimum": 1,
-                                    "maximum": 1_000_000,
+                                    "maximum": MAX_RATE,
                                 },
                                 "managed_by": {
                                     "type": ["string", "null"],
@@ -478,7 +480,7 @@ def openapi_document() -> dict[str, Any]:
             "description": "Multi-tenant notification gateway: email (SendGrid) and WhatsApp (WASender). "
             'Every error is {"error": {"code", "message", "details"}}; so are the two the server itself gives before'
             " any route: 408 request_timeout (a request head not whole within API_HEAD_TIMEOUT_SECONDS) and 431"
-            " headers_too_large (request line and headers over 32 KiB).",
+            f" headers_too_large (request line and headers over {MAX_HEAD_BYTES // 1024} KiB).",
         },
         "paths": PATHS,
         "components": {

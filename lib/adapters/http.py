@@ -201,6 +201,9 @@ class QuietServer(uvicorn.Server):
         return cls(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off"))
 
 
+MAX_HEAD_BYTES = 32 * 1024  # the request line and headers together: what ingress-nginx takes by default (4 x 8k)
+
+
 def _raw_error(status: int, reason: str, code: str, message: str) -> bytes:
     """A whole HTTP/1.1 error response, for the transport itself (no app has seen the request)."""
     body = json.dumps({"error": {"code": code, "message": message, "details": None}}).encode()
@@ -215,7 +218,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     the usual JSON error, and the connection is closed. ``for_limits`` makes the class uvicorn is given."""
 
     head_timeout_s: float = 20.0
-    max_head_bytes: int = 32 * 1024
+    max_head_bytes: int = MAX_HEAD_BYTES
+    _head_timer: asyncio.TimerHandle | None = None
 
     @classmethod
     def for_limits(cls, head_timeout_s: float, max_head_bytes: int) -> type[GuardedHttpToolsProtocol]:
@@ -224,7 +228,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._head_bytes = 0
-        self._head_timer: asyncio.TimerHandle | None = None
         self._refused = False
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
@@ -277,8 +280,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def _stop_head_timer(self) -> None:
-        if getattr(self, "_head_timer", None) is not None:
-            self._head_timer.cancel()  # type: ignore[union-attr]
+        if self._head_timer is not None:
+            self._head_timer.cancel()
             self._head_timer = None
 
 

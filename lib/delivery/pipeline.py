@@ -155,30 +155,31 @@ async def _call(ctx: DeliveryContext, message: OutgoingMessage) -> str:
         PROVIDER_SECONDS.labels(ctx.channel).observe(time.perf_counter() - started)
 
 
-async def _settle_first(step: Awaitable[T]) -> T:
+async def _settle_first(step: Awaitable[T], undo: Callable[[T], Awaitable[None]] | None = None) -> T:
     """Await a database write; if cancelled meanwhile (shutdown, rebalance), let the write finish before the
-    cancellation goes on: the statement may commit anyway, and giving the message back must come after it."""
+    cancellation goes on: the statement may commit anyway, and giving the message back must come after it.
+    ``undo``, given the write's result, then takes back what it did."""
     write = asyncio.ensure_future(step)
     try:
         return await asyncio.shield(write)
     except asyncio.CancelledError:
         with contextlib.suppress(Exception):
-            await write
+            done = await write
+            if undo is not None:
+                await asyncio.shield(undo(done))
         raise
 
 
 async def _claim(ctx: DeliveryContext, message_id: uuid.UUID) -> dict[str, Any] | None:
-    """Claim the message. If cancelled meanwhile (shutdown, rebalance), the statement may commit anyway: a claim
-    it took is given back before the cancellation goes on, and only that one (the same worker may be delivering
-    the message under another record of it: releasing by id alone would hand that delivery's message out again)."""
-    write = asyncio.ensure_future(ctx.store.claim(message_id))
-    try:
-        return await asyncio.shield(write)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            if await write is not None:
-                await asyncio.shield(ctx.store.release([message_id]))
-        raise
+    """Claim the message. Cancelled meanwhile, a claim the statement took anyway is given back, and only that one:
+    the same worker may be delivering the message under another record of it, and releasing by id alone would
+    hand that delivery's message out again."""
+
+    async def give_back(row: dict[str, Any] | None) -> None:
+        if row is not None:
+            await ctx.store.release([message_id])
+
+    return await _settle_first(ctx.store.claim(message_id), undo=give_back)
 
 
 async def _claim_or_skip(ctx: DeliveryContext, message_id: uuid.UUID) -> dict[str, Any] | None:
