@@ -6,13 +6,15 @@ CREATE TYPE public.channel AS ENUM (
     'whatsapp'
 );
 CREATE TYPE public.message_status AS ENUM (
+    'SCHEDULED',
     'PENDING',
     'PROCESSING',
     'SENT',
     'FAILED',
     'DELIVERED',
     'BOUNCED',
-    'READ'
+    'READ',
+    'CANCELLED'
 );
 CREATE TYPE public.metric_delta AS (
 	site_id uuid,
@@ -25,7 +27,9 @@ CREATE TYPE public.metric_delta AS (
 	failed bigint,
 	delivered bigint,
 	bounced bigint,
-	read bigint
+	read bigint,
+	scheduled bigint,
+	cancelled bigint
 );
 CREATE TYPE public.site_status AS ENUM (
     'active',
@@ -37,7 +41,8 @@ CREATE FUNCTION public.add_metric_deltas(deltas public.metric_delta[]) RETURNS v
     AS $$
 BEGIN
     INSERT INTO site_metrics_daily AS m
-        (site_id, day, channel, total, pending, processing, sent, failed, delivered, bounced, read)
+        (site_id, day, channel, total, pending, processing, sent, failed, delivered, bounced, read,
+         scheduled, cancelled)
     SELECT * FROM unnest(deltas) ORDER BY 1, 2, 3
     ON CONFLICT (site_id, day, channel) DO UPDATE SET
         total      = m.total + EXCLUDED.total,
@@ -47,7 +52,9 @@ BEGIN
         failed     = m.failed + EXCLUDED.failed,
         delivered  = m.delivered + EXCLUDED.delivered,
         bounced    = m.bounced + EXCLUDED.bounced,
-        read       = m.read + EXCLUDED.read;
+        read       = m.read + EXCLUDED.read,
+        scheduled  = m.scheduled + EXCLUDED.scheduled,
+        cancelled  = m.cancelled + EXCLUDED.cancelled;
 END $$;
 CREATE FUNCTION public.message_logs_metrics_on_insert_or_delete() RETURNS trigger
     LANGUAGE plpgsql
@@ -64,7 +71,9 @@ BEGIN
                direction * count(*) FILTER (WHERE status = 'FAILED'),
                direction * count(*) FILTER (WHERE status = 'DELIVERED'),
                direction * count(*) FILTER (WHERE status = 'BOUNCED'),
-               direction * count(*) FILTER (WHERE status = 'READ')
+               direction * count(*) FILTER (WHERE status = 'READ'),
+               direction * count(*) FILTER (WHERE status = 'SCHEDULED'),
+               direction * count(*) FILTER (WHERE status = 'CANCELLED')
         FROM changed_rows GROUP BY 1, 2, 3
     ) x HAVING count(*) > 0;
     RETURN NULL;
@@ -82,7 +91,9 @@ BEGIN
                sum((n.status = 'FAILED')::int - (o.status = 'FAILED')::int),
                sum((n.status = 'DELIVERED')::int - (o.status = 'DELIVERED')::int),
                sum((n.status = 'BOUNCED')::int - (o.status = 'BOUNCED')::int),
-               sum((n.status = 'READ')::int - (o.status = 'READ')::int)
+               sum((n.status = 'READ')::int - (o.status = 'READ')::int),
+               sum((n.status = 'SCHEDULED')::int - (o.status = 'SCHEDULED')::int),
+               sum((n.status = 'CANCELLED')::int - (o.status = 'CANCELLED')::int)
         FROM new_rows n JOIN old_rows o ON o.id = n.id
         WHERE n.status IS DISTINCT FROM o.status
         GROUP BY 1, 2, 3
@@ -109,6 +120,7 @@ CREATE TABLE public.frappe_sites (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     managed_by text,
+    senders jsonb DEFAULT '{}'::jsonb NOT NULL,
     CONSTRAINT frappe_sites_managed_by_check CHECK (((managed_by IS NULL) OR ((length(managed_by) >= 1) AND (length(managed_by) <= 512)))),
     CONSTRAINT frappe_sites_rate_limit_per_minute_check CHECK (((rate_limit_per_minute IS NULL) OR (rate_limit_per_minute > 0)))
 );
@@ -133,7 +145,9 @@ CREATE TABLE public.message_logs (
     sent_at timestamp with time zone,
     claimed_by text,
     lease_until timestamp with time zone,
-    attempt_errors jsonb DEFAULT '[]'::jsonb NOT NULL
+    attempt_errors jsonb DEFAULT '[]'::jsonb NOT NULL,
+    send_at timestamp with time zone,
+    sender jsonb
 );
 CREATE TABLE public.schema_migrations (
     version integer NOT NULL,
@@ -151,7 +165,9 @@ CREATE TABLE public.site_metrics_daily (
     failed bigint DEFAULT 0 NOT NULL,
     delivered bigint DEFAULT 0 NOT NULL,
     bounced bigint DEFAULT 0 NOT NULL,
-    read bigint DEFAULT 0 NOT NULL
+    read bigint DEFAULT 0 NOT NULL,
+    scheduled bigint DEFAULT 0 NOT NULL,
+    cancelled bigint DEFAULT 0 NOT NULL
 );
 ALTER TABLE ONLY public.frappe_sites
     ADD CONSTRAINT frappe_sites_key_lookup_id_key UNIQUE (key_lookup_id);
@@ -169,6 +185,7 @@ ALTER TABLE ONLY public.site_metrics_daily
     ADD CONSTRAINT site_metrics_daily_pkey PRIMARY KEY (site_id, day, channel);
 CREATE INDEX message_logs_failed ON public.message_logs USING btree (site_id, updated_at) WHERE (status = 'FAILED'::public.message_status);
 CREATE INDEX message_logs_pending_updated ON public.message_logs USING btree (updated_at) WHERE (status = 'PENDING'::public.message_status);
+CREATE INDEX message_logs_scheduled_due ON public.message_logs USING btree (send_at) WHERE (status = 'SCHEDULED'::public.message_status);
 CREATE INDEX message_logs_site_created ON public.message_logs USING btree (site_id, created_at DESC, id DESC);
 CREATE INDEX message_logs_site_status_created ON public.message_logs USING btree (site_id, status, created_at DESC, id DESC);
 CREATE TRIGGER frappe_sites_updated_at BEFORE UPDATE ON public.frappe_sites FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();

@@ -25,11 +25,14 @@ SELECT site_id, (created_at AT TIME ZONE 'UTC')::date AS day, channel::text,
        count(*) FILTER (WHERE status = 'FAILED') AS failed,
        count(*) FILTER (WHERE status = 'DELIVERED') AS delivered,
        count(*) FILTER (WHERE status = 'BOUNCED') AS bounced,
-       count(*) FILTER (WHERE status = 'READ') AS read
+       count(*) FILTER (WHERE status = 'READ') AS read,
+       count(*) FILTER (WHERE status = 'SCHEDULED') AS scheduled,
+       count(*) FILTER (WHERE status = 'CANCELLED') AS cancelled
 FROM message_logs GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 """
 METRICS_TABLE = """
-SELECT site_id, day, channel::text, total, pending, processing, sent, failed, delivered, bounced, read
+SELECT site_id, day, channel::text, total, pending, processing, sent, failed, delivered, bounced, read, scheduled,
+       cancelled
 FROM site_metrics_daily WHERE total <> 0 ORDER BY 1, 2, 3
 """
 
@@ -65,17 +68,23 @@ def _site(conn: psycopg.Connection[Any]) -> uuid.UUID:
 def _writer(dsn: str, sites: list[uuid.UUID], seed: int) -> None:
     """Inserts single rows and batches, then moves statuses around, like the API and workers do."""
     rng = random.Random(seed)
-    statuses = ["PROCESSING", "SENT", "FAILED", "DELIVERED", "BOUNCED", "READ", "PENDING"]
+    statuses = ["PROCESSING", "SENT", "FAILED", "DELIVERED", "BOUNCED", "READ", "PENDING", "SCHEDULED", "CANCELLED"]
     with psycopg.connect(dsn, autocommit=True) as conn:
         ids = []
         for _ in range(60):
             batch = [
-                (uuid.uuid4(), rng.choice(sites), rng.choice(["email", "whatsapp"])) for _ in range(rng.randint(1, 8))
+                (
+                    uuid.uuid4(),
+                    rng.choice(sites),
+                    rng.choice(["email", "whatsapp"]),
+                    rng.choice(["PENDING", "SCHEDULED"]),
+                )
+                for _ in range(rng.randint(1, 8))
             ]
             # One statement per batch, as the API's bulk insert does (the metric upserts lock in key order).
-            values = ", ".join(["(%s, %s, %s, 'r', 'b')"] * len(batch))
+            values = ", ".join(["(%s, %s, %s, 'r', 'b', %s)"] * len(batch))
             conn.execute(
-                f"INSERT INTO message_logs (id, site_id, channel, recipient, body) VALUES {values}",
+                f"INSERT INTO message_logs (id, site_id, channel, recipient, body, status) VALUES {values}",
                 [v for row in batch for v in row],
             )
             ids += [b[0] for b in batch]
@@ -98,6 +107,7 @@ def test_daily_metrics_equal_the_log_after_a_concurrent_burst(pg_dsn: str) -> No
     assert len(from_log) >= 2  # several (site, day, channel) groups were written
     assert table == from_log
     assert any(r[6] for r in table) and any(r[7] for r in table)  # statuses really moved
+    assert any(r[11] for r in table) and any(r[12] for r in table)  # the scheduled sends' two
 
 
 def test_the_vocabulary_mirrors_the_sql_enums(pg_dsn: str) -> None:

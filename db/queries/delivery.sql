@@ -10,7 +10,7 @@ FROM (SELECT id, status AS old_status, attempts AS old_attempts
       FROM message_logs WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id FOR UPDATE) o
 WHERE m.id = o.id
   AND (m.status = 'PENDING' OR (m.status = 'PROCESSING' AND m.lease_until < now()))
-RETURNING m.id, m.site_id, m.channel::text, m.recipient, m.subject, m.body, m.html, m.metadata, m.attempts,
+RETURNING m.id, m.site_id, m.channel::text, m.recipient, m.subject, m.body, m.html, m.metadata, m.sender, m.attempts,
           o.old_status::text AS old_status, o.old_attempts;
 
 -- name: message_state
@@ -72,4 +72,4 @@ WHERE status = 'FAILED'
   AND (%(site_id)s::uuid IS NULL OR site_id = %(site_id)s::uuid)
   AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s::timestamptz)
   AND (%(channel)s::channel IS NULL OR channel = %(channel)s::channel)
-RETURNING id, site_id, channel::text, recipient, subject, body, html, metadata, created_at;
+RETURNING id, site_id, channel::text, recipient, subject, body, html, metadata, sender, created_at;

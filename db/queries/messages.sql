@@ -1,17 +1,18 @@
 -- name: insert_messages
 -- One statement for many rows (a bulk request, or concurrent /send requests gathered in one loop turn),
 -- passed as one JSON array: a single parameter is far cheaper to send than ten arrays. Each element is the
--- message's Kafka record (its keys name the columns; the others are ignored), plus the idempotency pair
--- when there is one: each message is encoded once. Rows whose idempotency key was already used are skipped;
--- the caller finds them by the ids missing from RETURNING.
+-- message's Kafka record (its keys name the columns; the others are ignored), plus the row's own fields
+-- when it has them (the idempotency pair; send_at, and status SCHEDULED): each message is encoded once. Rows
+-- whose idempotency key was already used are skipped; the caller finds them by the ids missing from RETURNING.
 INSERT INTO message_logs
     (id, site_id, channel, recipient, subject, body, html, metadata, idempotency_key,
-     idempotency_fingerprint)
+     idempotency_fingerprint, send_at, status, sender)
 SELECT message_id, site_id, channel, recipient, subject, body, html, coalesce(metadata, '{}'), idempotency_key,
-       idempotency_fingerprint
+       idempotency_fingerprint, send_at, coalesce(status, 'PENDING'), sender
 FROM jsonb_to_recordset(%(rows)s::jsonb) AS t(
     message_id uuid, site_id uuid, channel channel, recipient text, subject text, body text, html text,
-    metadata jsonb, idempotency_key text, idempotency_fingerprint text)
+    metadata jsonb, idempotency_key text, idempotency_fingerprint text, send_at timestamptz,
+    status message_status, sender jsonb)
 ON CONFLICT (site_id, idempotency_key) DO NOTHING
 RETURNING id;
 
@@ -34,18 +35,18 @@ WHERE id = %(id)s AND status = 'FAILED' AND failure_code = 'enqueue_failed'
 RETURNING id;
 
 -- name: message_payloads
-SELECT id, site_id, channel::text, recipient, subject, body, html, metadata, created_at
+SELECT id, site_id, channel::text, recipient, subject, body, html, metadata, sender, created_at
 FROM message_logs WHERE id = ANY(%(ids)s::uuid[]);
 
 -- name: message_for_site
 SELECT id, channel::text, recipient, subject, status::text, attempts, last_error, failure_code,
-       provider_message_id, idempotency_key, metadata, created_at, updated_at, sent_at
+       provider_message_id, idempotency_key, metadata, created_at, updated_at, sent_at, send_at, sender
 FROM message_logs WHERE id = %(id)s AND site_id = %(site_id)s;
 
 -- name: list_messages_for_site
 -- Keyset pagination, newest first: (created_at, id) strictly below the cursor.
 SELECT id, channel::text, recipient, subject, status::text, attempts, last_error, failure_code,
-       provider_message_id, idempotency_key, metadata, created_at, updated_at, sent_at
+       provider_message_id, idempotency_key, metadata, created_at, updated_at, sent_at, send_at, sender
 FROM message_logs
 WHERE site_id = %(site_id)s
   AND (%(status)s::message_status IS NULL OR status = %(status)s::message_status)
@@ -67,4 +68,26 @@ WHERE id IN (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, site_id, channel::text, recipient, subject, body, html, metadata, created_at;
+RETURNING id, site_id, channel::text, recipient, subject, body, html, metadata, sender, created_at;
+
+-- name: take_due_scheduled
+-- Scheduled messages whose time has come become PENDING, to be published by the caller. SKIP LOCKED: several
+-- API replicas run this at once, and each due row is taken by one of them. A replica that dies before its
+-- publish leaves the rows PENDING, and the stuck-PENDING sweep publishes them.
+UPDATE message_logs SET status = 'PENDING'
+WHERE id IN (
+    SELECT id FROM message_logs
+    WHERE status = 'SCHEDULED' AND send_at <= now()
+    ORDER BY send_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, site_id, channel::text, recipient, subject, body, html, metadata, sender, created_at, send_at;
+
+-- name: cancel_message
+-- Only a message not yet handed to a worker: SCHEDULED, or PENDING (a worker's claim takes a PENDING row
+-- under its lock and re-checks the status, so a cancelled one is never claimed).
+UPDATE message_logs SET status = 'CANCELLED', claimed_by = NULL, lease_until = NULL
+WHERE id = %(id)s AND site_id = %(site_id)s AND status IN ('SCHEDULED', 'PENDING')
+RETURNING id, channel::text, recipient, subject, status::text, attempts, last_error, failure_code,
+          provider_message_id, idempotency_key, metadata, created_at, updated_at, sent_at, send_at, sender;

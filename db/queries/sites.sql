@@ -6,7 +6,7 @@ RETURNING id, site_name, site_url, status::text, enabled_channels::text[], rate_
           key_created_at, created_at, updated_at, managed_by;
 
 -- name: site_credentials_by_lookup_id
-SELECT id, site_name, status::text, key_hash, enabled_channels::text[], rate_limit_per_minute
+SELECT id, site_name, status::text, key_hash, enabled_channels::text[], rate_limit_per_minute, senders
 FROM frappe_sites WHERE key_lookup_id = %(key_lookup_id)s;
 
 -- name: site_by_id
@@ -50,3 +50,13 @@ RETURNING id, site_name, site_url, status::text, enabled_channels::text[], rate_
 -- The auth filter's incremental refresh. A key's key_created_at is its transaction's start, which can be
 -- earlier than a refresh that ran before it committed: the caller re-reads a margin behind its watermark.
 SELECT key_lookup_id, key_created_at FROM frappe_sites WHERE key_created_at >= %(since)s;
+
+-- name: site_senders_by_name
+SELECT id, senders FROM frappe_sites WHERE site_name = %(site_name)s;
+
+-- name: site_senders_by_id
+SELECT id, senders FROM frappe_sites WHERE id = %(id)s;
+
+-- name: set_site_senders
+UPDATE frappe_sites SET senders = %(senders)s WHERE site_name = %(site_name)s
+RETURNING id, senders;

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from uuid import UUID
 
 from starlette.applications import Starlette
@@ -37,7 +38,7 @@ from lib.common.logs import tune_gc
 from lib.domain.errors import NotifyError, Unavailable
 from lib.domain.validation import check_idempotency_key, parse_notification
 from lib.domain.vocabulary import MessageStatus
-from lib.services import accepting, reading, replay, site_metrics, sites
+from lib.services import accepting, reading, replay, scheduling, senders, site_metrics, sites
 from lib.services.admin import AdminGate
 from lib.services.auth import Authenticator, SiteAuthenticator
 from lib.services.identity import SiteIdentity
@@ -141,6 +142,23 @@ async def admin_rotate_key(request: Request) -> Response:
     return JSONResponse(result)
 
 
+async def admin_site_senders(request: Request) -> Response:
+    require_admin(request)
+    svc = services(request)
+    name = sites.check_site_name(request.path_params["site_name"])
+    if request.method == "GET":
+        return JSONResponse(await senders.senders_by_name(svc.pool, name))
+    policy = senders.parse_sender_policy(await read_json(request, svc.settings.max_body_bytes, svc.body_limits))
+    updated = await senders.set_senders(svc.pool, name, policy)
+    svc.auth.forget_site(UUID(updated["site_id"]))  # this process sends as the new senders at once
+    return JSONResponse(updated)
+
+
+async def site_senders(request: Request) -> Response:
+    site = await require_site(request)
+    return JSONResponse(await senders.senders_of(services(request).pool, site.site_id))
+
+
 async def admin_replay(request: Request) -> Response:
     require_admin(request)
     svc = services(request)
@@ -153,7 +171,10 @@ async def admin_replay(request: Request) -> Response:
 
 
 # The busiest answer, written out: a UUID needs no escaping, and JSONResponse builds an encoder per call.
-_ACCEPTED_BODY = b'{"message_id":"%s","status":"' + MessageStatus.PENDING.encode() + b'"}'
+_ACCEPTED_BODY = {
+    status: b'{"message_id":"%s","status":"' + status.encode() + b'"}'
+    for status in (MessageStatus.PENDING, MessageStatus.SCHEDULED)
+}
 
 
 async def send_notification(request: Request) -> Response:
@@ -167,7 +188,7 @@ async def send_notification(request: Request) -> Response:
     svc.quotas.take(site)
     accepted = await svc.acceptor.accept(site, item)
     headers = {"Idempotent-Replayed": "true"} if accepted.replayed else None
-    body = _ACCEPTED_BODY % str(accepted.message_id).encode()
+    body = _ACCEPTED_BODY[accepted.status] % str(accepted.message_id).encode()
     return Response(body, status_code=202, headers=headers, media_type="application/json")
 
 
@@ -191,6 +212,12 @@ async def get_notification(request: Request) -> Response:
     site = await require_site(request)
     message_id = reading.parse_message_id(request.path_params["message_id"])
     return JSONResponse(await reading.get_message(services(request).pool, site, message_id))
+
+
+async def cancel_notification(request: Request) -> Response:
+    site = await require_site(request)
+    message_id = reading.parse_message_id(request.path_params["message_id"])
+    return JSONResponse(await scheduling.cancel(services(request).pool, site, message_id))
 
 
 async def list_notifications(request: Request) -> Response:
@@ -240,6 +267,7 @@ ROUTES = [
     Route("/api/v1/notifications/bulk", send_bulk, methods=["POST"]),
     Route("/api/v1/notifications", list_notifications, methods=["GET"]),
     Route("/api/v1/notifications/{message_id}", get_notification, methods=["GET"]),
+    Route("/api/v1/notifications/{message_id}/cancel", cancel_notification, methods=["POST"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics_endpoint, methods=["GET"]),
@@ -247,9 +275,11 @@ ROUTES = [
     Route("/api/v1/site/register", register_site, methods=["POST"]),
     Route("/api/v1/site/rotate-key", rotate_key, methods=["POST"]),
     Route("/api/v1/site/me", site_me, methods=["GET"]),
+    Route("/api/v1/site/senders", site_senders, methods=["GET"]),
     Route("/api/v1/admin/sites", admin_list_sites, methods=["GET"]),
     Route("/api/v1/admin/sites/{site_name}", admin_site, methods=["GET", "PATCH"]),
     Route("/api/v1/admin/sites/{site_name}/rotate-key", admin_rotate_key, methods=["POST"]),
+    Route("/api/v1/admin/sites/{site_name}/senders", admin_site_senders, methods=["GET", "PUT"]),
     Route("/api/v1/admin/replay", admin_replay, methods=["POST"]),
     Route("/api/v1/metrics", site_daily_metrics, methods=["GET"]),
 ]
@@ -315,7 +345,13 @@ def create_app(
             failure_limit=settings.admin_failure_limit,
             failure_window_s=settings.auth_failure_window_s,
         )
-        acceptor = accepting.Acceptor(pool, publisher, settings.kafka)
+        acceptor = accepting.Acceptor(
+            pool,
+            publisher,
+            settings.kafka,
+            max_in_flight=settings.insert_slots,
+            schedule_horizon=timedelta(days=settings.schedule_horizon_days),
+        )
         rotations = KeyRotations(settings.key_rotations_per_hour)
         bulk_slots = BulkSlots(settings.bulk_concurrency_per_site)
         bodies = BodyLimits(settings.body_timeout_s, settings.body_budget_bytes)
@@ -330,16 +366,20 @@ def create_app(
             if settings.stuck_pending_after_s > 0
             else None
         )
+        scheduler = asyncio.create_task(
+            scheduling.run_scheduler(pool, publisher, settings.kafka, interval_s=settings.scheduler_interval_s)
+        )
         tune_gc()
         watcher = asyncio.create_task(watch_event_loop())
         try:
             yield
         finally:
             watcher.cancel()
-            if sweeper is not None:
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+            for task in (sweeper, scheduler):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await asyncio.to_thread(publisher.close)
             await pool.close()
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from lib.adapters.http import MAX_HEAD_BYTES
 from lib.domain.vocabulary import CHANNELS, MESSAGE_STATUSES, SITE_STATUSES, MessageStatus
+from lib.services.site_metrics import COUNTS
 from lib.services.sites import MAX_RATE
 
 ERROR_CODES = {
@@ -16,7 +17,13 @@ ERROR_CODES = {
     404: ["not_found"],
     405: ["method_not_allowed"],
     408: ["request_timeout"],
-    409: ["site_exists", "site_managed_elsewhere", "idempotency_key_conflict", "idempotency_key_in_use"],
+    409: [
+        "site_exists",
+        "site_managed_elsewhere",
+        "idempotency_key_conflict",
+        "idempotency_key_in_use",
+        "not_cancellable",
+    ],
     413: ["payload_too_large"],
     415: ["unsupported_media_type"],
     422: ["validation_failed", "unstorable_message"],
@@ -79,12 +86,34 @@ SCHEMAS: dict[str, Any] = {
                 "maxLength": 255,
                 "description": "bulk items only; /send takes the Idempotency-Key header",
             },
+            "from": {
+                "oneOf": [
+                    {"type": "string"},
+                    {
+                        "type": "object",
+                        "required": ["email"],
+                        "additionalProperties": False,
+                        "properties": {"email": {"type": "string"}, "name": {"type": "string", "maxLength": 128}},
+                    },
+                ],
+                "description": "email only: one of the site's senders, by address (422 sender_not_allowed otherwise);"
+                " absent: the site's default sender, else the service's",
+            },
+            "send_at": {
+                "type": "string",
+                "format": "date-time",
+                "description": "RFC 3339 with a time zone: the message is stored SCHEDULED and sent at that time"
+                " (at most API_SCHEDULE_HORIZON_DAYS ahead, 422 too_far); a time not in the future sends at once",
+            },
         },
     },
     "Accepted": {
         "type": "object",
         "required": ["message_id", "status"],
-        "properties": {"message_id": {"type": "string", "format": "uuid"}, "status": {"const": MessageStatus.PENDING}},
+        "properties": {
+            "message_id": {"type": "string", "format": "uuid"},
+            "status": {"enum": [MessageStatus.PENDING, MessageStatus.SCHEDULED]},
+        },
     },
     "BulkResult": {
         "type": "object",
@@ -94,6 +123,7 @@ SCHEMAS: dict[str, Any] = {
             "status": {"enum": ["accepted", "rejected"]},
             "message_id": {"type": "string", "format": "uuid"},
             "replayed": {"type": "boolean"},
+            "scheduled": {"type": "boolean", "description": "true: stored SCHEDULED, sent at its send_at"},
             "error": {"$ref": "#/components/schemas/Error/properties/error"},
         },
     },
@@ -114,6 +144,8 @@ SCHEMAS: dict[str, Any] = {
             "created_at": _TIMESTAMP,
             "updated_at": _TIMESTAMP,
             "sent_at": {"type": ["string", "null"]},
+            "send_at": {"type": ["string", "null"], "description": "when a scheduled message is (or was) due"},
+            "sender": {"oneOf": [_ref("Sender"), {"type": "null"}], "description": "who an email goes out as"},
         },
     },
     "Site": {
@@ -154,6 +186,25 @@ SCHEMAS: dict[str, Any] = {
             "key_created_at": _TIMESTAMP,
         },
     },
+    "Sender": {
+        "type": "object",
+        "required": ["email"],
+        "additionalProperties": False,
+        "properties": {
+            "email": {"type": "string", "description": "an internationalised domain is kept in its ASCII (IDNA) form"},
+            "name": {"type": "string", "maxLength": 128, "description": "display name, one line"},
+            "reply_to": {"type": "string"},
+        },
+    },
+    "Senders": {
+        "type": "object",
+        "properties": {
+            "site_id": {"type": "string", "format": "uuid"},
+            "default": {"oneOf": [_ref("Sender"), {"type": "null"}]},
+            "allowed": {"type": "array", "items": _ref("Sender")},
+            "domains": {"type": "array", "items": {"type": "string"}},
+        },
+    },
     "DailyMetrics": {
         "type": "object",
         "properties": {
@@ -166,19 +217,7 @@ SCHEMAS: dict[str, Any] = {
                     "properties": {
                         "day": {"type": "string", "format": "date"},
                         "channel": {"enum": list(CHANNELS)},
-                        **{
-                            k: {"type": "integer"}
-                            for k in (
-                                "total",
-                                "pending",
-                                "processing",
-                                "sent",
-                                "failed",
-                                "delivered",
-                                "bounced",
-                                "read",
-                            )
-                        },
+                        **{k: {"type": "integer"} for k in COUNTS},
                     },
                 },
             },
@@ -260,6 +299,13 @@ PATHS: dict[str, Any] = {
             "responses": {"200": _json(_ref("Site"), "the site"), **_errors(*_SITE_ERRORS)},
         }
     },
+    "/api/v1/site/senders": {
+        "get": {
+            "summary": "The caller's senders",
+            "security": SITE_KEY,
+            "responses": {"200": _json(_ref("Senders"), "the senders"), **_errors(*_SITE_ERRORS)},
+        }
+    },
     "/api/v1/admin/sites": {
         "get": {
             "summary": "Every site (admin)",
@@ -323,6 +369,40 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json(_ref("NewKey"), "new key"),
                 **_errors(401, 404, 422, 429, 503),
+            },
+        },
+    },
+    "/api/v1/admin/sites/{site_name}/senders": {
+        "parameters": [{"name": "site_name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "get": {
+            "summary": "A site's senders (admin)",
+            "security": ADMIN,
+            "responses": {"200": _json(_ref("Senders"), "the senders"), **_errors(401, 404, 422, 429, 503)},
+        },
+        "put": {
+            "summary": "Replace a site's senders: its default, the addresses it may name in from, its domains (admin)",
+            "description": "Any address at one of the domains may be named in from. Without a default the service's"
+            " SENDGRID_FROM stays the site's default.",
+            "security": ADMIN,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                "default": {"oneOf": [_ref("Sender"), {"type": "null"}]},
+                                "allowed": {"type": "array", "maxItems": 50, "items": _ref("Sender")},
+                                "domains": {"type": "array", "maxItems": 20, "items": {"type": "string"}},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": _json(_ref("Senders"), "replaced"),
+                **_errors(400, 401, 404, 408, 413, 415, 422, 429, 503),
             },
         },
     },
@@ -453,6 +533,16 @@ PATHS: dict[str, Any] = {
             "security": SITE_KEY,
             "parameters": [{"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"200": _json(_ref("Message"), "the message"), **_errors(*_SITE_ERRORS, 404)},
+        }
+    },
+    "/api/v1/notifications/{message_id}/cancel": {
+        "post": {
+            "summary": "Cancel one of the caller's messages that no worker has taken yet (SCHEDULED or PENDING)",
+            "description": "The message ends CANCELLED and is never sent. 409 not_cancellable when it is taken, sent"
+            " or final already (details name its status); another site's message is a 404.",
+            "security": SITE_KEY,
+            "parameters": [{"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _json(_ref("Message"), "cancelled"), **_errors(*_SITE_ERRORS, 404, 409)},
         }
     },
     "/api/v1/metrics": {

@@ -39,6 +39,9 @@ class ApiSettings:
     key_bcrypt_rounds: int = 12
     kafka_delivery_timeout_ms: int = 10_000
     stuck_pending_after_s: float = 300.0
+    scheduler_interval_s: float = 1.0
+    insert_slots: int = 1
+    schedule_horizon_days: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ApiSettings:
@@ -71,4 +74,7 @@ class ApiSettings:
             trusted_proxies=tuple(p.strip() for p in env.text("API_TRUSTED_PROXIES", "").split(",") if p.strip()),
             kafka_delivery_timeout_ms=env.integer("KAFKA_DELIVERY_TIMEOUT_MS", 10_000, minimum=100),
             stuck_pending_after_s=env.number("STUCK_PENDING_AFTER_SECONDS", 300.0, minimum=0),
+            insert_slots=env.integer("API_INSERT_SLOTS", 1, minimum=1),
+            scheduler_interval_s=env.number("API_SCHEDULER_INTERVAL_SECONDS", 1.0, minimum=0.05),
+            schedule_horizon_days=env.integer("API_SCHEDULE_HORIZON_DAYS", 30, minimum=1),
         )

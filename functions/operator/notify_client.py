@@ -80,3 +80,11 @@ class NotifyAdmin:
     async def rotate_key(self, site_name: str) -> dict[str, Any]:
         rotated: dict[str, Any] = await self._call("POST", f"/api/v1/admin/sites/{site_name}/rotate-key")
         return rotated
+
+    async def senders(self, site_name: str) -> dict[str, Any]:
+        found: dict[str, Any] = await self._call("GET", f"/api/v1/admin/sites/{site_name}/senders")
+        return found
+
+    async def set_senders(self, site_name: str, senders: dict[str, Any]) -> dict[str, Any]:
+        stored: dict[str, Any] = await self._call("PUT", f"/api/v1/admin/sites/{site_name}/senders", senders)
+        return stored

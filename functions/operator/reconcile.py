@@ -29,6 +29,8 @@ class NotifyApi(Protocol):
     async def register(self, site_name: str, site_url: str | None, managed_by: str) -> dict[str, Any]: ...
     async def update(self, site_name: str, changes: dict[str, Any]) -> dict[str, Any]: ...
     async def rotate_key(self, site_name: str) -> dict[str, Any]: ...
+    async def senders(self, site_name: str) -> dict[str, Any]: ...
+    async def set_senders(self, site_name: str, senders: dict[str, Any]) -> dict[str, Any]: ...
 
 
 class SecretStore(Protocol):
@@ -55,6 +57,7 @@ class FrappeSiteView:
     rotation_requested: str | None
     rotation_done: str | None
     known_site_id: str | None
+    senders: dict[str, Any] | None = None  # the admin API's body for spec.senders; None: left as notify has it
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> FrappeSiteView:
@@ -73,6 +76,7 @@ class FrappeSiteView:
             rotation_requested=(meta.get("annotations") or {}).get(ROTATE_ANNOTATION),
             rotation_done=status.get("keyRotation"),
             known_site_id=status.get("siteId"),
+            senders=senders_body(spec["senders"]) if spec.get("senders") is not None else None,
         )
 
     @property
@@ -105,6 +109,21 @@ def describe_manager(managed_by: str | None) -> str:
     return f"it is managed by {managed_by!r}"
 
 
+def senders_body(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """spec.senders (camelCase, as Kubernetes objects are written) as the admin API's senders body."""
+
+    def sender(value: Mapping[str, Any]) -> dict[str, Any]:
+        found = {"email": value.get("address"), "name": value.get("name"), "reply_to": value.get("replyTo")}
+        return {k: v for k, v in found.items() if v is not None}
+
+    default = spec.get("default")
+    return {
+        "default": sender(default) if default else None,
+        "allowed": [sender(s) for s in spec.get("allowed") or []],
+        "domains": list(spec.get("domains") or []),
+    }
+
+
 def secret_data(site: Mapping[str, Any], api_key: str, api_url: str) -> dict[str, str]:
     return {
         KEY_FIELD: api_key,
@@ -130,11 +149,17 @@ def wanted_changes(fs: FrappeSiteView, site: Mapping[str, Any]) -> dict[str, Any
 
 async def apply_spec(fs: FrappeSiteView, notify: NotifyApi, site: dict[str, Any]) -> dict[str, Any]:
     changes = wanted_changes(fs, site)
-    if not changes:
-        return site
-    if "managed_by" not in changes:
-        changes["managed_by"] = fs.manager  # the claim guards every change: never edit a site someone else took
-    return await notify.update(fs.site_name, changes)
+    if changes:
+        if "managed_by" not in changes:
+            changes["managed_by"] = fs.manager  # the claim guards every change: never edit a site someone else took
+        site = await notify.update(fs.site_name, changes)
+    if fs.senders is not None:
+        # Compared with what notify stores (addresses in their ASCII form): a spec written with an IDN domain is
+        # sent again on each run, which changes nothing.
+        current = {k: v for k, v in (await notify.senders(fs.site_name)).items() if k != "site_id"}
+        if current != fs.senders:
+            await notify.set_senders(fs.site_name, fs.senders)
+    return site
 
 
 def settled(fs: FrappeSiteView, site: Mapping[str, Any], events: list[tuple[str, str]], *, secret: bool) -> Outcome:

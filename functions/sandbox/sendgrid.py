@@ -306,9 +306,12 @@ def summary(body: Any) -> Record:
     for args in [body.get("custom_args"), *(p.get("custom_args") for p in personalizations)]:
         custom_args.update(args if isinstance(args, dict) else {})
     sender = body.get("from")
+    reply_to = body.get("reply_to")
     return {
         **found,
         "from": sender.get("email") if isinstance(sender, dict) else None,
+        "from_name": sender.get("name") if isinstance(sender, dict) else None,
+        "reply_to": reply_to.get("email") if isinstance(reply_to, dict) else None,
         "subject": next((s for s in subjects if isinstance(s, str) and s), None),
         "text": content.get("text/plain"),
         "html": content.get("text/html"),

@@ -12,51 +12,47 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lib.domain.addresses import ascii_email
 from lib.domain.vocabulary import Channel
 
-# Pragmatic address check: one @, no spaces, a dotted domain of letters/digits/hyphens.
-_EMAIL = re.compile(
-    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
-)
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 
-def is_email_address(value: str) -> bool:
-    return _EMAIL.match(value) is not None
-
-
-def is_e164_number(value: str) -> bool:
-    return _E164.match(value) is not None
+def e164_number(value: str) -> str | None:
+    return value if _E164.match(value) is not None else None
 
 
 @dataclass(frozen=True)
 class ChannelRules:
-    recipient_is_valid: Callable[[str], bool]
+    recipient_form: Callable[[str], str | None]  # the recipient as stored and sent, or None if it is not valid
     recipient_code: str  # the validation code of a recipient that is not valid
     recipient_rule: str  # ... and its message
     body_limit: int  # characters
     subject_required: bool
     html_allowed: bool
+    sender_allowed: bool  # ``from`` names one of the site's senders
     reply_to: bool  # metadata.reply_to is the message's Reply-To address (checked as one)
 
 
 RULES: dict[Channel, ChannelRules] = {
     Channel.EMAIL: ChannelRules(
-        recipient_is_valid=is_email_address,
+        recipient_form=ascii_email,
         recipient_code="invalid_email",
         recipient_rule="recipient must be a valid email address",
         body_limit=256 * 1024,
         subject_required=True,
         html_allowed=True,
+        sender_allowed=True,
         reply_to=True,
     ),
     Channel.WHATSAPP: ChannelRules(
-        recipient_is_valid=is_e164_number,
+        recipient_form=e164_number,
         recipient_code="invalid_phone",
         recipient_rule="recipient must be an E.164 number such as +14155550123",
         body_limit=4096,  # WhatsApp's own text limit
         subject_required=False,
         html_allowed=False,
+        sender_allowed=False,  # a WhatsApp message goes out from its session's number
         reply_to=False,
     ),
 }

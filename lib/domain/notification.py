@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from lib.domain.addresses import Sender
 from lib.domain.vocabulary import Channel
 
 WIRE_VERSION = 1
@@ -36,13 +37,23 @@ class Content:
     subject: str | None = None
     html: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    sender: Sender | None = None  # email: who it is from (None: the worker's global sender)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Content:
-        return cls(row["recipient"], row["body"], row.get("subject"), row.get("html"), row.get("metadata") or {})
+        return cls(
+            row["recipient"],
+            row["body"],
+            row.get("subject"),
+            row.get("html"),
+            row.get("metadata") or {},
+            Sender.from_json(row.get("sender")),
+        )
 
     def is_ascii(self) -> bool:
-        return all(t is None or t.isascii() for t in (self.recipient, self.body, self.subject, self.html))
+        name = self.sender.name if self.sender is not None else None
+        texts = (self.recipient, self.body, self.subject, self.html, name)
+        return all(t is None or t.isascii() for t in texts)
 
 
 @dataclass(frozen=True)
@@ -50,15 +61,26 @@ class NotificationRequest:
     channel: Channel
     content: Content
     idempotency_key: str | None = None
+    send_at: datetime | None = None  # UTC; a time not in the future sends at once
 
-    def to_record(self, message_id: UUID, site_id: UUID, created_at: str) -> NotificationRecord:
-        return NotificationRecord(str(message_id), str(site_id), self.channel, self.content, created_at)
+    def is_scheduled(self, now: datetime) -> bool:
+        return self.send_at is not None and self.send_at > now
+
+    def to_record(
+        self, message_id: UUID, site_id: UUID, created_at: str, *, sender: Sender | None = None
+    ) -> NotificationRecord:
+        """The record, going out as ``sender`` (the site's resolution of the requested one)."""
+        content = self.content if sender == self.content.sender else replace(self.content, sender=sender)
+        return NotificationRecord(str(message_id), str(site_id), self.channel, content, created_at)
 
     def fingerprint(self) -> str:
         """What makes two requests with one idempotency key "the same request"."""
         c = self.content
+        # send_at and from join the list only when given, so the fingerprints stored before they existed match.
+        when = [self.send_at.isoformat()] if self.send_at is not None else []
+        sender = [c.sender.to_json()] if c.sender is not None else []
         canonical = json.dumps(
-            [self.channel, c.recipient, c.subject, c.body, c.html, c.metadata],
+            [self.channel, c.recipient, c.subject, c.body, c.html, c.metadata, *when, *sender],
             sort_keys=True,
             separators=(",", ":"),
         )
@@ -107,6 +129,8 @@ class NotificationRecord:
             "created_at": self.created_at,
             "v": self.v,
         }
+        if c.sender is not None:
+            fields["sender"] = c.sender.to_json()
         # Text that is not ASCII goes out as UTF-8, not \u-escaped (an escaped "é" took 6 bytes, and a record
         # three times its text's size); ASCII text takes the escaping encoder, CPython's faster one (2.3x for 16 kB).
         return json.dumps(fields, separators=(",", ":"), ensure_ascii=c.is_ascii())
@@ -164,4 +188,6 @@ def public_json(row: dict[str, Any]) -> dict[str, Any]:
         "created_at": row["created_at"].isoformat(),
         "updated_at": row["updated_at"].isoformat(),
         "sent_at": row["sent_at"].isoformat() if row["sent_at"] else None,
+        "send_at": row["send_at"].isoformat() if row["send_at"] else None,
+        "sender": row["sender"],
     }

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from datetime import UTC, datetime
 from typing import Any
 
-from lib.domain.channels import RULES, is_email_address
+from lib.domain.addresses import NAME_LIMIT, Sender, ascii_email, is_email_address
+from lib.domain.channels import RULES
 from lib.domain.errors import ValidationFailed
 from lib.domain.notification import Content, NotificationRequest
 from lib.domain.vocabulary import CHANNELS, Channel
@@ -21,7 +23,17 @@ LIMITS = {
     "metadata_bytes": 8 * 1024,
     "idempotency_key": 255,
 }
-_ALLOWED_FIELDS = {"channel", "recipient", "subject", "body", "html", "metadata", "idempotency_key"}
+_ALLOWED_FIELDS = {
+    "channel",
+    "recipient",
+    "subject",
+    "body",
+    "html",
+    "metadata",
+    "idempotency_key",
+    "send_at",
+    "from",
+}
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 # A header line (the subject) takes no line breaks of any kind: C0/C1 controls (CR, LF, VT, FF, NEL ...) and the
 # Unicode line and paragraph separators.
@@ -68,7 +80,7 @@ def is_single_line(value: str) -> bool:
     )
 
 
-class _Problems:
+class Problems:
     def __init__(self) -> None:
         self.items: list[dict[str, str]] = []
 
@@ -76,7 +88,7 @@ class _Problems:
         self.items.append({"field": field_name, "code": code, "message": message})
 
 
-def check_idempotency_key(value: Any, problems: _Problems | None = None) -> str | None:
+def check_idempotency_key(value: Any, problems: Problems | None = None) -> str | None:
     if value is None:
         return None
     if isinstance(value, str) and _IDEMPOTENCY_KEY.match(value):
@@ -90,7 +102,7 @@ def check_idempotency_key(value: Any, problems: _Problems | None = None) -> str 
     return None
 
 
-def _text(data: dict[str, Any], name: str, problems: _Problems, *, required: bool, limit: int) -> str | None:
+def _text(data: dict[str, Any], name: str, problems: Problems, *, required: bool, limit: int) -> str | None:
     value = data.get(name)
     if value is None:
         if required:
@@ -112,15 +124,71 @@ def _text(data: dict[str, Any], name: str, problems: _Problems, *, required: boo
     return value
 
 
-def _check_reply_to(reply_to: Any, problems: _Problems) -> None:
+def _check_reply_to(reply_to: Any, problems: Problems) -> None:
     """An email's metadata.reply_to is its Reply-To: one address, checked now rather than refused by the provider."""
     if reply_to is not None and (not isinstance(reply_to, str) or not is_email_address(reply_to)):
         problems.add("metadata.reply_to", "invalid_email", "reply_to must be one valid email address")
 
 
+def _send_at(value: Any, problems: Problems) -> datetime | None:
+    """An RFC 3339 timestamp with its offset (``2026-12-08T09:00:00+01:00``, ``...Z``), as UTC."""
+    if value is None:
+        return None
+    message = "send_at must be an RFC 3339 timestamp with a time zone, such as 2026-12-08T09:00:00+01:00"
+    if not isinstance(value, str) or len(value) > 64:
+        problems.add("send_at", "invalid", message)
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            raise ValueError("no time zone")
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved across midnight by its offset
+        problems.add("send_at", "invalid", message)
+        return None
+
+
+def display_name_problem(name: Any) -> str | None:
+    """Why a sender's display name cannot be used, if it cannot: it becomes part of a header line."""
+    if not isinstance(name, str):
+        return "must be a string"
+    if not name.strip() or len(name) > NAME_LIMIT:
+        return f"must be 1-{NAME_LIMIT} characters"
+    if not is_single_line(name):
+        return "must be a single line without control characters"
+    return storable_text_problem(name)
+
+
+def parse_sender(value: Any, field_name: str, problems: Problems, *, with_reply_to: bool = False) -> Sender | None:
+    """``"billing@acme.example"`` or ``{"email": ..., "name": ...}`` (and ``reply_to`` where a site's sender is
+    configured); the addresses in their ASCII form."""
+    if isinstance(value, str):
+        value = {"email": value}
+    keys = {"email", "name", "reply_to"} if with_reply_to else {"email", "name"}
+    if not isinstance(value, dict) or set(value) - keys:
+        problems.add(
+            field_name, "invalid", f"{field_name} must be an address or an object of {', '.join(sorted(keys))}"
+        )
+        return None
+    reply_to = value.get("reply_to")
+    if reply_to is not None:
+        reply_to = ascii_email(reply_to) if isinstance(reply_to, str) else None
+        if reply_to is None:
+            problems.add(f"{field_name}.reply_to", "invalid_email", "reply_to must be one valid email address")
+            return None
+    address = ascii_email(value["email"]) if isinstance(value.get("email"), str) else None
+    if address is None:
+        problems.add(field_name, "invalid_email", f"{field_name} must name a valid email address")
+    name = value.get("name")
+    if name is not None and (problem := display_name_problem(name)) is not None:
+        problems.add(f"{field_name}.name", "invalid", f"the display name {problem}")
+        return None
+    return Sender(address, name, reply_to) if address is not None else None
+
+
 def parse_notification(data: Any, *, idempotency_key: str | None = None) -> NotificationRequest:
     """Validate one item; raise ValidationFailed listing every problem found."""
-    problems = _Problems()
+    problems = Problems()
     if not isinstance(data, dict):
         raise ValidationFailed(
             "the notification must be a JSON object",
@@ -139,8 +207,10 @@ def parse_notification(data: Any, *, idempotency_key: str | None = None) -> Noti
     recipient = _text(data, "recipient", problems, required=True, limit=LIMITS["recipient"])
     if recipient is not None:
         recipient = recipient.strip()
-        if rules is not None and not rules.recipient_is_valid(recipient):
-            problems.add("recipient", rules.recipient_code, rules.recipient_rule)
+        if rules is not None:
+            recipient = rules.recipient_form(recipient)
+            if recipient is None:
+                problems.add("recipient", rules.recipient_code, rules.recipient_rule)
     body_limit = rules.body_limit if rules is not None else LIMITS["email_body"]
     body = _text(data, "body", problems, required=True, limit=body_limit)
     subject_required = rules is not None and rules.subject_required
@@ -163,8 +233,19 @@ def parse_notification(data: Any, *, idempotency_key: str | None = None) -> Noti
     elif rules is not None and rules.reply_to:
         _check_reply_to(metadata.get("reply_to"), problems)
     item_key = check_idempotency_key(data.get("idempotency_key"), problems)
+    send_at = _send_at(data.get("send_at"), problems)
+    sender = None
+    if data.get("from") is not None:
+        if rules is not None and not rules.sender_allowed:
+            problems.add(
+                "from",
+                "not_supported",
+                "from is only for " + ", ".join(c for c, r in RULES.items() if r.sender_allowed),
+            )
+        else:
+            sender = parse_sender(data["from"], "from", problems)
     if problems.items:
         raise ValidationFailed("the notification is not valid", details=problems.items)
     assert recipient is not None and body is not None and isinstance(channel, str)
-    content = Content(recipient, body, subject, html, metadata)
-    return NotificationRequest(Channel(channel), content, idempotency_key or item_key)
+    content = Content(recipient, body, subject, html, metadata, sender)
+    return NotificationRequest(Channel(channel), content, idempotency_key or item_key, send_at)

@@ -17,9 +17,11 @@ class Channel(StrEnum):
 
 
 class MessageStatus(StrEnum):
-    """``message_status``: PENDING (accepted) -> PROCESSING (claimed) -> SENT | FAILED; the last three come from
-    provider webhooks."""
+    """``message_status``: PENDING (accepted) -> PROCESSING (claimed) -> SENT | FAILED. A message with a
+    ``send_at`` in the future starts SCHEDULED and becomes PENDING when due; SCHEDULED or PENDING may end
+    CANCELLED (the site cancelled it; never sent). DELIVERED, BOUNCED and READ come from provider webhooks."""
 
+    SCHEDULED = "SCHEDULED"
     PENDING = "PENDING"
     PROCESSING = "PROCESSING"
     SENT = "SENT"
@@ -27,6 +29,7 @@ class MessageStatus(StrEnum):
     DELIVERED = "DELIVERED"
     BOUNCED = "BOUNCED"
     READ = "READ"
+    CANCELLED = "CANCELLED"
 
 
 class SiteStatus(StrEnum):

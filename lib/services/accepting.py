@@ -1,6 +1,7 @@
 """Accepting notifications: the audit row, then Kafka, for /send (group commit) and /bulk, always within one site.
 
-A 202 means PostgreSQL has the row and Kafka has acknowledged the record. When Kafka refuses or times
+A 202 means PostgreSQL has the row and Kafka has acknowledged the record (a scheduled message: PostgreSQL has the
+row, SCHEDULED, and ``lib.services.scheduling`` publishes it when due). When Kafka refuses or times
 out, the row is marked FAILED with ``failure_code = enqueue_failed`` and the client gets a 503; a retry
 with the same Idempotency-Key re-opens and re-publishes that same message. A process that dies between
 the insert and the publish leaves a PENDING row: ``lib.services.sweeper`` publishes such rows again after a
@@ -15,7 +16,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -28,7 +29,7 @@ from lib.common.settings import KafkaSettings
 from lib.domain.errors import Conflict, Forbidden, NotifyError, PayloadTooLarge, ValidationFailed
 from lib.domain.notification import NotificationRecord, NotificationRequest
 from lib.domain.validation import parse_notification
-from lib.domain.vocabulary import CHANNELS
+from lib.domain.vocabulary import CHANNELS, MessageStatus
 from lib.services.identity import SiteIdentity
 
 log = logging.getLogger(__name__)
@@ -60,12 +61,14 @@ def _observe_insert(_size: int, queued_s: float, held_s: float) -> None:
 
 MAX_BULK_ITEMS = 1000
 BULK_ITEMS_PER_TURN = 50
+DEFAULT_SCHEDULE_HORIZON = timedelta(days=30)
 
 
 @dataclass(frozen=True)
 class Accepted:
     message_id: uuid.UUID
     replayed: bool  # an earlier request with the same Idempotency-Key created it
+    status: MessageStatus = MessageStatus.PENDING  # SCHEDULED: stored, published at its send_at
 
 
 def check_channel(site: SiteIdentity, channel: str) -> None:
@@ -76,13 +79,19 @@ def check_channel(site: SiteIdentity, channel: str) -> None:
 @dataclass(frozen=True)
 class Prepared:
     """A validated notification made ready to store: its id, its record, and the record encoded once (the insert
-    reads the row from its text; ``wire`` is the producer's topic, key and value)."""
+    reads the row from its text; ``wire`` is the producer's topic, key and value). A ``scheduled`` one is stored
+    SCHEDULED and not produced now."""
 
     message_id: uuid.UUID
     req: NotificationRequest
     record: NotificationRecord
     record_json: str
     wire: tuple[str, bytes, bytes]
+    scheduled: bool = False
+
+    @property
+    def status(self) -> MessageStatus:
+        return MessageStatus.SCHEDULED if self.scheduled else MessageStatus.PENDING
 
 
 # What storing one item gave: Kafka's pending answer for the inserted (the ids it refused, with their errors),
@@ -104,12 +113,17 @@ def _too_large(req: NotificationRequest, room: int, limit: int) -> PayloadTooLar
 
 
 def _row_json(item: Prepared) -> str:
-    """The insert's row: the record's JSON object, with the idempotency pair spliced in when there is one."""
+    """The insert's row: the record's JSON object, with the row's own fields spliced in when there are any (the
+    idempotency pair; send_at, and the status SCHEDULED when it is in the future)."""
     req = item.req
-    if req.idempotency_key is None:
+    extra: dict[str, str] = {}
+    if req.idempotency_key is not None:
+        extra.update(idempotency_key=req.idempotency_key, idempotency_fingerprint=req.fingerprint())
+    if req.send_at is not None:
+        extra.update(send_at=req.send_at.isoformat(), status=item.status)
+    if not extra:
         return item.record_json
-    pair = json.dumps({"idempotency_key": req.idempotency_key, "idempotency_fingerprint": req.fingerprint()})
-    return f"{item.record_json[:-1]},{pair[1:]}"
+    return f"{item.record_json[:-1]},{json.dumps(extra)[1:]}"
 
 
 def _insert_params(items: list[Prepared]) -> dict[str, Any]:
@@ -121,8 +135,23 @@ def wire(kafka: KafkaSettings, record: NotificationRecord, value: bytes | None =
     return kafka.topic(record.channel), record.key(), value if value is not None else record.to_bytes()
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat()
+async def publish_rows(publisher: Publisher, kafka: KafkaSettings, rows: list[dict[str, Any]]) -> None:
+    """Publish the records of stored rows (the sweeper's and the scheduler's); Unavailable if Kafka refuses one."""
+    await publisher.publish([wire(kafka, NotificationRecord.from_row(r)) for r in rows])
+
+
+def _sender_not_allowed(address: str) -> ValidationFailed:
+    message = f"{address} is not one of this site's senders (an admin sets them: PUT .../senders)"
+    return ValidationFailed(
+        "the notification is not valid", details=[{"field": "from", "code": "sender_not_allowed", "message": message}]
+    )
+
+
+def _too_far(horizon: timedelta) -> ValidationFailed:
+    message = f"send_at must be at most {horizon.days} days ahead"
+    return ValidationFailed(
+        "the notification is not valid", details=[{"field": "send_at", "code": "too_far", "message": message}]
+    )
 
 
 async def publish_or_mark_failed(
@@ -188,26 +217,42 @@ class Acceptor:
     refuses is found by splitting the statement, and no request gets another's error.
     """
 
-    def __init__(self, pool: db.Pool, publisher: Publisher, kafka: KafkaSettings, *, max_in_flight: int = 1) -> None:
+    def __init__(
+        self,
+        pool: db.Pool,
+        publisher: Publisher,
+        kafka: KafkaSettings,
+        *,
+        max_in_flight: int = 1,
+        schedule_horizon: timedelta = DEFAULT_SCHEDULE_HORIZON,
+    ) -> None:
         self.pool = pool
         self.publisher = publisher
         self.kafka = kafka
+        self.schedule_horizon = schedule_horizon
         self._batcher: Batcher[Prepared, _Stored] = Batcher(
             self._store_batch, max_in_flight=max_in_flight, on_flush=_observe_insert
         )
 
     def prepare(self, site: SiteIdentity, req: NotificationRequest) -> Prepared:
         """Give a valid request its id and record; refuse it (403, 413) if the site cannot send on its channel or
-        the record would be larger than Kafka takes. Nothing is stored yet."""
+        the record would be larger than Kafka takes, or 422 if its send_at is beyond the horizon or its ``from`` is
+        not one of the site's senders. Nothing is stored yet. An email goes out as the site's sender."""
         check_channel(site, req.channel)
+        now = datetime.now(UTC)
+        if req.send_at is not None and req.send_at - now > self.schedule_horizon:
+            raise _too_far(self.schedule_horizon)
+        sender = site.senders.resolve(req.content.sender)
+        if req.content.sender is not None and sender is None:
+            raise _sender_not_allowed(req.content.sender.email)
         message_id = uuid.uuid4()
-        record = req.to_record(message_id, site.site_id, _now_iso())
+        record = req.to_record(message_id, site.site_id, now.isoformat(), sender=sender)
         record_json = record.to_json()
         topic_key_value = wire(self.kafka, record, record_json.encode())
         room = self.publisher.room_for(*topic_key_value[1:])
         if room < 0:
             raise _too_large(req, room, self.publisher.max_record_bytes)
-        return Prepared(message_id, req, record, record_json, topic_key_value)
+        return Prepared(message_id, req, record, record_json, topic_key_value, req.is_scheduled(now))
 
     async def accept(self, site: SiteIdentity, item: Prepared) -> Accepted:
         stored = await self._batcher.submit(item)
@@ -221,27 +266,25 @@ class Acceptor:
         _ACCEPTED[item.req.channel].inc()
         if log.isEnabledFor(logging.DEBUG):  # the extra fields cost two UUID conversions per request
             log.debug("message accepted", extra={"message_id": str(item.message_id), "site_id": str(site.site_id)})
-        return Accepted(item.message_id, replayed=False)
+        return Accepted(item.message_id, replayed=False, status=item.status)
 
     async def _store_batch(self, items: list[Prepared]) -> list[_Stored]:
         """Insert and produce; each inserted item gets the batch's shared Kafka confirmation."""
-        inserted, refused, delivered = await self._insert_and_produce(items)
-        confirmed = asyncio.ensure_future(_confirm_or_mark_failed(self.pool, inserted, delivered))
+        inserted, refused, produced, delivered = await self._insert_and_produce(items)
+        confirmed = asyncio.ensure_future(_confirm_or_mark_failed(self.pool, produced, delivered))
         confirmed.add_done_callback(_retrieve_error)  # its waiters may all have gone
-        inserted_ids = set(inserted)
-        return [
-            refused.get(item.message_id) or (confirmed if item.message_id in inserted_ids else None) for item in items
-        ]
+        return [refused.get(item.message_id) or (confirmed if item.message_id in inserted else None) for item in items]
 
     async def _insert_and_produce(
         self, items: list[Prepared]
-    ) -> tuple[list[uuid.UUID], dict[uuid.UUID, NotifyError], asyncio.Future[list[str | None]]]:
-        """Insert, then produce the records of the rows inserted (the others: idempotency key replays, or rows
-        the database refused); their ids, the refused with their errors, and the future of Kafka's answer."""
-        ids, refused = await self._insert(items)
-        inserted = [item for item in items if item.message_id in ids]
-        delivered = await self.publisher.enqueue([i.wire for i in inserted])
-        return [i.message_id for i in inserted], refused, delivered
+    ) -> tuple[set[uuid.UUID], dict[uuid.UUID, NotifyError], list[uuid.UUID], asyncio.Future[list[str | None]]]:
+        """Insert, then produce the records of the rows inserted that are due now (not: scheduled ones, idempotency
+        key replays, rows the database refused). The ids inserted, the refused with their errors, the ids produced
+        and the future of Kafka's answer for them."""
+        inserted, refused = await self._insert(items)
+        due = [item for item in items if item.message_id in inserted and not item.scheduled]
+        delivered = await self.publisher.enqueue([i.wire for i in due])
+        return inserted, refused, [i.message_id for i in due], delivered
 
     async def _insert(self, items: list[Prepared]) -> tuple[set[uuid.UUID], dict[uuid.UUID, NotifyError]]:
         """One statement for all; if the database refuses a row (validation lets nothing such through, so this
@@ -286,8 +329,13 @@ class Acceptor:
         if existing["failure_code"] == "enqueue_failed":
             reopened = await db.fetch_one(self.pool, "reopen_enqueue_failed", {"id": existing["id"]})
         if reopened is None:
-            return Accepted(existing["id"], replayed=True)
-        record = req.to_record(existing["id"], site.site_id, _now_iso())
+            waiting = (
+                MessageStatus.SCHEDULED if existing["status"] == MessageStatus.SCHEDULED else MessageStatus.PENDING
+            )
+            return Accepted(existing["id"], replayed=True, status=waiting)
+        record = req.to_record(
+            existing["id"], site.site_id, datetime.now(UTC).isoformat(), sender=site.senders.resolve(req.content.sender)
+        )
         await publish_or_mark_failed(self.pool, self.publisher, self.kafka, [record])
         _ACCEPTED[req.channel].inc()
         return Accepted(existing["id"], replayed=False)
@@ -325,19 +373,22 @@ class Acceptor:
         """Store the ready items as one batch; each item's result (accepted, replayed or rejected)."""
         results = bulk.results
         ready = list(bulk.ready.values())
-        inserted, refused, delivered = await self._insert_and_produce(ready) if ready else ([], {}, None)
-        failed = await _confirm_or_mark_failed(self.pool, inserted, delivered) if delivered is not None else {}
+        inserted, refused, produced, delivered = (
+            await self._insert_and_produce(ready) if ready else (set(), {}, [], None)
+        )
+        failed = await _confirm_or_mark_failed(self.pool, produced, delivered) if delivered is not None else {}
         if failed and len(failed) == len(ready):  # Kafka took none of them: the request as a whole is a 503
             raise_delivery_errors(list(failed.values()))
-        inserted_ids = set(inserted)
         for index, item in bulk.ready.items():
             if item.message_id in refused or item.message_id in failed:
                 error = refused.get(item.message_id) or delivery_error(failed[item.message_id])
                 results[index] = {"index": index, "message_id": str(item.message_id), **_item_error(error)}
                 continue
-            if item.message_id in inserted_ids:
+            if item.message_id in inserted:
                 _ACCEPTED[item.req.channel].inc()
                 results[index] = {"index": index, "status": "accepted", "message_id": str(item.message_id)}
+                if item.scheduled:
+                    results[index]["scheduled"] = True
                 continue
             try:
                 replay = await self._replay(site, item.req)

@@ -45,6 +45,7 @@ from prometheus_client import Counter
 from lib.adapters import db
 from lib.common.throttling import FailureWindows, InFlight, PriorityGate
 from lib.domain import keys
+from lib.domain.addresses import SenderPolicy
 from lib.domain.errors import Forbidden, TooManyRequests, Unauthorized
 from lib.domain.vocabulary import SiteStatus
 from lib.services.identity import SiteIdentity
@@ -209,6 +210,7 @@ class Authenticator:
                     row["status"],
                     tuple(row["enabled_channels"]),
                     row["rate_limit_per_minute"],
+                    SenderPolicy.from_json(row["senders"]),
                 )
         now = self._clock()
         if identity is None:

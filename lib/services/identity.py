@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from uuid import UUID
+
+from lib.domain.addresses import SenderPolicy
 
 
 @dataclass(frozen=True)
@@ -13,3 +15,4 @@ class SiteIdentity:
     status: str
     enabled_channels: tuple[str, ...]
     rate_limit_per_minute: int | None
+    senders: SenderPolicy = field(default_factory=SenderPolicy)

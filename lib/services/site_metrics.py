@@ -11,7 +11,7 @@ from lib.domain.vocabulary import CHANNELS
 from lib.services.identity import SiteIdentity
 
 MAX_RANGE_DAYS = 366
-COUNTS = ("total", "pending", "processing", "sent", "failed", "delivered", "bounced", "read")
+COUNTS = ("total", "scheduled", "pending", "processing", "sent", "failed", "delivered", "bounced", "read", "cancelled")
 
 
 def parse_range(params: dict[str, str]) -> tuple[date, date, str | None]:

@@ -12,8 +12,7 @@ from lib.adapters import db
 from lib.adapters.kafka import Publisher
 from lib.common.settings import KafkaSettings
 from lib.domain.errors import NotifyError
-from lib.domain.notification import NotificationRecord
-from lib.services.accepting import wire
+from lib.services.accepting import publish_rows
 
 log = logging.getLogger(__name__)
 REPUBLISHED = Counter("notify_messages_republished_total", "Stuck PENDING messages published again")
@@ -25,7 +24,7 @@ async def republish_stuck(
     """Publish again the rows left PENDING longer than ``older_than_s``; return how many."""
     rows = await db.fetch_all(pool, "claim_stuck_pending", {"older_than_s": older_than_s, "limit": limit})
     if rows:
-        await publisher.publish([wire(kafka, NotificationRecord.from_row(r)) for r in rows])
+        await publish_rows(publisher, kafka, rows)
         REPUBLISHED.inc(len(rows))
         log.warning("republished stuck pending messages", extra={"count": len(rows)})
     return len(rows)

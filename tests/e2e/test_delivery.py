@@ -237,3 +237,36 @@ def test_sigterm_drains_and_exits_cleanly(stack: Stack) -> None:
     stack.worker("email", WORKER_CONCURRENCY="32")
     stack.wait_until(ids, lambda s: s["status"] == "SENT", timeout_s=60)
     assert set(sent_ids(stack).values()) == {1}  # a graceful stop never causes a second send
+
+
+def set_senders(stack: Stack, site: dict[str, str], policy: dict[str, Any]) -> None:
+    name = stack.http.get("/api/v1/site/me", headers={"X-Site-Key": site["X-Site-Key"]}).json()["site_name"]
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    stack.http.put(f"/api/v1/admin/sites/{name}/senders", json=policy, headers=admin).raise_for_status()
+
+
+def test_each_site_sends_as_itself(stack: Stack) -> None:
+    stack.worker("email")
+    acme, globex, plain = stack.register(), stack.register(), stack.register()
+    set_senders(
+        stack, acme, {"default": {"email": "billing@acme.example", "name": "Acme, Inc.", "reply_to": "ar@acme.example"}}
+    )
+    set_senders(
+        stack,
+        globex,
+        {"allowed": [{"email": "news@globex.example", "name": "Globex News"}], "domains": ["münchen.example"]},
+    )
+    ids = [
+        send(stack, acme, emails(1, "acme")[0]),
+        send(stack, globex, {**emails(1, "globex")[0], "from": "news@globex.example"}),
+        send(stack, globex, {**emails(1, "idn")[0], "from": {"email": "buero@MÜNCHEN.example", "name": "Büro"}}),
+        send(stack, plain, emails(1, "plain")[0]),
+    ]
+    stack.wait_until(ids, lambda s: s["status"] == "SENT")
+    mails = {m["custom_args"]["notify_message_id"]: m for m in sandbox(stack, "messages", "sendgrid")}
+    assert [(mails[i]["from"], mails[i]["from_name"], mails[i]["reply_to"]) for i in ids] == [
+        ("billing@acme.example", '"Acme, Inc."', "ar@acme.example"),  # quoted: SendGrid splits a name at ","
+        ("news@globex.example", "Globex News", None),
+        ("buero@xn--mnchen-3ya.example", "Büro", None),  # the IDN domain in its ASCII form
+        ("notify@example.com", None, None),  # a site without senders: the service's own
+    ]

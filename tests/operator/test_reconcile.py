@@ -313,3 +313,27 @@ def test_deleting_while_notify_is_down_waits_for_it() -> None:
     view = FrappeSiteView.from_body(frappesite(unique_site()))
     with pytest.raises(NotifyUnavailable):
         run_with_notify("http://127.0.0.1:9", lambda notify: finalize(view, notify))
+
+
+def test_spec_senders_become_the_sites_senders(api_url: str, client: httpx.Client) -> None:
+    site_name = unique_site()
+    senders = {
+        "default": {"address": "billing@acme.example", "name": "Acme, Inc.", "replyTo": "ar@acme.example"},
+        "allowed": [{"address": "hr@acme.example"}],
+        "domains": ["news.acme.example"],
+    }
+    body = frappesite(site_name, senders=senders)
+    assert sync(api_url, body, DictSecrets()).phase == "Ready"
+    stored = client.get(f"/api/v1/admin/sites/{site_name}/senders", headers=ADMIN_HEADERS).json()
+    assert {k: v for k, v in stored.items() if k != "site_id"} == {
+        "default": {"email": "billing@acme.example", "name": "Acme, Inc.", "reply_to": "ar@acme.example"},
+        "allowed": [{"email": "hr@acme.example"}],
+        "domains": ["news.acme.example"],
+    }
+    changed = with_spec(body, senders={"allowed": [{"address": "news@acme.example"}]})
+    assert sync(api_url, changed, DictSecrets()).phase == "Ready"
+    stored = client.get(f"/api/v1/admin/sites/{site_name}/senders", headers=ADMIN_HEADERS).json()
+    assert (stored["default"], stored["allowed"], stored["domains"]) == (None, [{"email": "news@acme.example"}], [])
+    untouched = with_spec(changed, senders=None)  # absent: notify keeps what it has
+    assert sync(api_url, untouched, DictSecrets()).phase == "Ready"
+    assert client.get(f"/api/v1/admin/sites/{site_name}/senders", headers=ADMIN_HEADERS).json() == stored

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from lib.domain.channels import RULES
@@ -125,3 +127,26 @@ def test_every_channel_has_its_rules_in_the_registry() -> None:
     assert set(RULES) == set(Channel)
     for channel, rules in RULES.items():
         assert rules.body_limit > 0 and rules.recipient_code.startswith("invalid_"), channel
+
+
+def test_send_at_is_rfc_3339_with_a_zone_kept_as_utc() -> None:
+    base = {"channel": "whatsapp", "recipient": "+919876543210", "body": "x"}
+    berlin = parse_notification({**base, "send_at": "2026-12-09T09:00:00+01:00"})
+    zulu = parse_notification({**base, "send_at": "2026-12-09T08:00:00Z"})
+    assert berlin.send_at == zulu.send_at == datetime(2026, 12, 9, 8, tzinfo=UTC)
+    assert berlin.send_at is not None and berlin.send_at.utcoffset() == timedelta(0)
+    assert berlin.is_scheduled(datetime(2026, 12, 9, 7, 59, tzinfo=UTC))
+    assert not berlin.is_scheduled(datetime(2026, 12, 9, 8, tzinfo=UTC))  # due: sent at once
+    assert parse_notification(base).send_at is None
+    for bad in ["2026-12-09T09:00:00", "2026-12-09", "next tuesday", 1765184400, "", "0001-01-01T00:00:00+01:00"]:
+        assert problems({**base, "send_at": bad}) == {("send_at", "invalid")}, bad
+
+
+def test_send_at_is_part_of_the_fingerprint_only_when_given() -> None:
+    base = {"channel": "whatsapp", "recipient": "+919876543210", "body": "x"}
+    plain = parse_notification(base)
+    # The fingerprint of a request without send_at is what the code before send_at computed (stored rows match).
+    assert plain.fingerprint() == "3a5da343bef23f008ad7931f282eef102bef2ff7f54364a501de9e15f0634012"
+    nine = parse_notification({**base, "send_at": "2026-12-09T09:00:00+01:00"})
+    assert nine.fingerprint() == parse_notification({**base, "send_at": "2026-12-09T08:00:00Z"}).fingerprint()
+    assert len({plain.fingerprint(), nine.fingerprint()}) == 2

@@ -15,6 +15,7 @@ from sendgrid.helpers.mail import CustomArg, From, Mail, ReplyTo, To
 
 from lib.adapters.providers import error_for_response, error_for_transport, http_client
 from lib.common.settings import ConfigError, Env, Secret
+from lib.domain.addresses import Sender, quoted_display_name
 from lib.domain.notification import OutgoingMessage
 
 DEFAULT_URL = "https://api.sendgrid.com"
@@ -46,15 +47,18 @@ class SendGridSettings:
 
 
 def mail_body(settings: SendGridSettings, message: OutgoingMessage) -> dict[str, Any]:
+    """The v3 body. From: the message's sender (its site's), else this account's. Reply-To: the message's own
+    (metadata.reply_to), else its sender's, else this account's."""
     content = message.content
+    sender = content.sender or Sender(settings.sender, settings.sender_name or None, settings.reply_to or None)
     mail = Mail(
-        from_email=From(settings.sender, settings.sender_name or None),
+        from_email=From(sender.email, quoted_display_name(sender.name) if sender.name else None),
         to_emails=To(content.recipient),
         subject=content.subject,
         plain_text_content=content.body,
         html_content=content.html,
     )
-    reply_to = content.metadata.get("reply_to") or settings.reply_to
+    reply_to = content.metadata.get("reply_to") or sender.reply_to
     if isinstance(reply_to, str) and "@" in reply_to:
         mail.reply_to = ReplyTo(reply_to)
     # custom_args come back in SendGrid's event webhooks: how a later DELIVERED/BOUNCED finds the message.
