@@ -149,6 +149,14 @@ CREATE TABLE public.message_logs (
     send_at timestamp with time zone,
     sender jsonb
 );
+CREATE TABLE public.provider_accounts (
+    site_id uuid NOT NULL,
+    channel public.channel NOT NULL,
+    sealed_key text NOT NULL,
+    key_fingerprint text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL
+);
 CREATE TABLE public.schema_migrations (
     version integer NOT NULL,
     name text NOT NULL,
@@ -179,6 +187,8 @@ ALTER TABLE ONLY public.message_logs
     ADD CONSTRAINT message_logs_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.message_logs
     ADD CONSTRAINT message_logs_site_idempotency_key UNIQUE (site_id, idempotency_key);
+ALTER TABLE ONLY public.provider_accounts
+    ADD CONSTRAINT provider_accounts_pkey PRIMARY KEY (site_id, channel);
 ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
 ALTER TABLE ONLY public.site_metrics_daily
@@ -193,7 +203,10 @@ CREATE TRIGGER message_logs_metrics_delete AFTER DELETE ON public.message_logs R
 CREATE TRIGGER message_logs_metrics_insert AFTER INSERT ON public.message_logs REFERENCING NEW TABLE AS changed_rows FOR EACH STATEMENT EXECUTE FUNCTION public.message_logs_metrics_on_insert_or_delete();
 CREATE TRIGGER message_logs_metrics_update AFTER UPDATE ON public.message_logs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.message_logs_metrics_on_update();
 CREATE TRIGGER message_logs_updated_at BEFORE UPDATE ON public.message_logs FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
+CREATE TRIGGER provider_accounts_updated_at BEFORE UPDATE ON public.provider_accounts FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
 ALTER TABLE ONLY public.message_logs
     ADD CONSTRAINT message_logs_site_id_fkey FOREIGN KEY (site_id) REFERENCES public.frappe_sites(id);
+ALTER TABLE ONLY public.provider_accounts
+    ADD CONSTRAINT provider_accounts_site_id_fkey FOREIGN KEY (site_id) REFERENCES public.frappe_sites(id) ON DELETE CASCADE;
 ALTER TABLE ONLY public.site_metrics_daily
     ADD CONSTRAINT site_metrics_daily_site_id_fkey FOREIGN KEY (site_id) REFERENCES public.frappe_sites(id);

@@ -60,6 +60,35 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_encryption_key(_args: argparse.Namespace) -> int:
+    from lib.adapters.sealing import new_key
+
+    print(new_key())
+    return 0
+
+
+def _reseal(_args: argparse.Namespace) -> int:
+    """Key rotation: with the new key first in NOTIFY_KEY_ENCRYPTION_KEYS and the old ones after it, re-seal every
+    stored provider key under the new one; then the old ones can be dropped from the list."""
+    import asyncio
+
+    from lib.adapters import db
+    from lib.adapters.sealing import Sealer, encryption_keys
+    from lib.services.provider_accounts import reseal_all
+
+    env = Env()
+    sealer = Sealer.of(encryption_keys(env))
+    if sealer is None:
+        raise ConfigError("NOTIFY_KEY_ENCRYPTION_KEYS is not set")
+
+    async def run() -> int:
+        async with db.create_pool(DatabaseSettings.from_env(env), name="cli") as pool:
+            return await reseal_all(pool, sealer)
+
+    print(f"resealed {asyncio.run(run())} provider key(s) under the first key")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="notify", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--since", help="FAILED since this ISO 8601 timestamp (with zone)")
     again.add_argument("--channel", choices=list(CHANNELS))
     again.set_defaults(run=_replay)
+    commands.add_parser(
+        "new-encryption-key", help="print a new key-encryption key (for NOTIFY_KEY_ENCRYPTION_KEYS)"
+    ).set_defaults(run=_new_encryption_key)
+    commands.add_parser(
+        "reseal-provider-keys", help="re-seal every site's provider key under the first NOTIFY_KEY_ENCRYPTION_KEYS key"
+    ).set_defaults(run=_reseal)
     return parser
 
 

@@ -29,6 +29,8 @@ from lib.common.settings import KafkaSettings
 PG_ADMIN_DSN = os.environ.get("NOTIFY_TEST_PG", "postgresql://notify:notify@127.0.0.1:55432/notify")
 KAFKA_BOOTSTRAP = os.environ.get("NOTIFY_TEST_KAFKA", "127.0.0.1:9092")
 ADMIN_TOKEN = "test-admin-token"
+# Test-only key-encryption key (sites' own provider keys are sealed under it); production's comes from a Secret.
+TEST_KEK = "Z3k1fLIx7C1vNxDXeCZeJvgo01otd59GWr7LOtJ3pvc="
 
 
 def dsn_for(database: str) -> str:
@@ -132,6 +134,7 @@ def api_settings_for(pg_dsn: str, kafka: KafkaSettings, **overrides: str) -> Api
         "NOTIFY_TOPIC_PREFIX": kafka.topic_prefix,
         "DB_POOL_MAX": "20",
         "KEY_BCRYPT_ROUNDS": "4",  # test-only: production keys take 12 (tests/unit/test_settings.py)
+        "NOTIFY_KEY_ENCRYPTION_KEYS": TEST_KEK,
         **overrides,
     }
     return ApiSettings.from_env(environ)

@@ -476,6 +476,7 @@ def test_fault_settings_round_trip_and_reset(sandbox: httpx.Client) -> None:
         "reject_recipients": [],
         "reject_status": 400,
         "hang": False,
+        "account": None,
     }
     current = faults(sandbox, "sendgrid", fail_next=3, reject_recipients=["a@example.com"])
     assert current == {**defaults, "fail_next": 3, "reject_recipients": ["a@example.com"]}
@@ -497,6 +498,7 @@ def test_fault_settings_round_trip_and_reset(sandbox: httpx.Client) -> None:
         {"fail_next": 1.5},
         {"fail_next": True},
         {"hang": 1},
+        {"account": 7},
         {"surprise": 1},
     ],
 )

@@ -34,11 +34,12 @@ from lib.adapters.http import (
     watch_event_loop,
 )
 from lib.adapters.kafka import Publisher, sized_for_topics, topic_max_message_bytes
+from lib.adapters.sealing import Sealer
 from lib.common.logs import tune_gc
 from lib.domain.errors import NotifyError, Unavailable
 from lib.domain.validation import check_idempotency_key, parse_notification
 from lib.domain.vocabulary import MessageStatus
-from lib.services import accepting, reading, replay, scheduling, senders, site_metrics, sites
+from lib.services import accepting, provider_accounts, reading, replay, scheduling, senders, site_metrics, sites
 from lib.services.admin import AdminGate
 from lib.services.auth import Authenticator, SiteAuthenticator
 from lib.services.identity import SiteIdentity
@@ -61,6 +62,7 @@ class Services:
     bulk_slots: BulkSlots
     draining: Draining
     body_limits: BodyLimits
+    sealer: Sealer | None
 
 
 def services(request: Request) -> Services:
@@ -152,6 +154,31 @@ async def admin_site_senders(request: Request) -> Response:
     updated = await senders.set_senders(svc.pool, name, policy)
     svc.auth.forget_site(UUID(updated["site_id"]))  # this process sends as the new senders at once
     return JSONResponse(updated)
+
+
+async def admin_provider_account(request: Request) -> Response:
+    require_admin(request)
+    svc = services(request)
+    name = sites.check_site_name(request.path_params["site_name"])
+    channel = provider_accounts.check_channel_name(request.path_params["channel"])
+    if request.method == "DELETE":
+        await provider_accounts.remove_account(svc.pool, name, channel)
+        return Response(status_code=204)
+    api_key = provider_accounts.parse_api_key(await read_json(request, svc.settings.max_body_bytes, svc.body_limits))
+    _site_id, account = await provider_accounts.set_account(svc.pool, svc.sealer, name, channel, api_key)
+    return JSONResponse(account)
+
+
+async def admin_provider_accounts(request: Request) -> Response:
+    require_admin(request)
+    svc = services(request)
+    site = await sites.get_site_by_name(svc.pool, sites.check_site_name(request.path_params["site_name"]))
+    return JSONResponse(await provider_accounts.accounts_of(svc.pool, UUID(site["site_id"])))
+
+
+async def site_provider_accounts(request: Request) -> Response:
+    site = await require_site(request)
+    return JSONResponse(await provider_accounts.accounts_of(services(request).pool, site.site_id))
 
 
 async def site_senders(request: Request) -> Response:
@@ -276,10 +303,17 @@ ROUTES = [
     Route("/api/v1/site/rotate-key", rotate_key, methods=["POST"]),
     Route("/api/v1/site/me", site_me, methods=["GET"]),
     Route("/api/v1/site/senders", site_senders, methods=["GET"]),
+    Route("/api/v1/site/provider-accounts", site_provider_accounts, methods=["GET"]),
     Route("/api/v1/admin/sites", admin_list_sites, methods=["GET"]),
     Route("/api/v1/admin/sites/{site_name}", admin_site, methods=["GET", "PATCH"]),
     Route("/api/v1/admin/sites/{site_name}/rotate-key", admin_rotate_key, methods=["POST"]),
     Route("/api/v1/admin/sites/{site_name}/senders", admin_site_senders, methods=["GET", "PUT"]),
+    Route("/api/v1/admin/sites/{site_name}/provider-accounts", admin_provider_accounts, methods=["GET"]),
+    Route(
+        "/api/v1/admin/sites/{site_name}/provider-accounts/{channel}",
+        admin_provider_account,
+        methods=["PUT", "DELETE"],
+    ),
     Route("/api/v1/admin/replay", admin_replay, methods=["POST"]),
     Route("/api/v1/metrics", site_daily_metrics, methods=["GET"]),
 ]
@@ -355,8 +389,20 @@ def create_app(
         rotations = KeyRotations(settings.key_rotations_per_hour)
         bulk_slots = BulkSlots(settings.bulk_concurrency_per_site)
         bodies = BodyLimits(settings.body_timeout_s, settings.body_budget_bytes)
+        sealer = Sealer.of(settings.key_encryption_keys)
         svc = Services(
-            settings, pool, publisher, auth, admin, acceptor, SiteQuotas(), rotations, bulk_slots, stopping, bodies
+            settings,
+            pool,
+            publisher,
+            auth,
+            admin,
+            acceptor,
+            SiteQuotas(),
+            rotations,
+            bulk_slots,
+            stopping,
+            bodies,
+            sealer,
         )
         app.state.services = svc
         sweeper = (

@@ -28,7 +28,7 @@ ERROR_CODES = {
     415: ["unsupported_media_type"],
     422: ["validation_failed", "unstorable_message"],
     429: ["rate_limited", "auth_rate_limited"],
-    503: ["database_unavailable", "kafka_unavailable", "server_busy"],
+    503: ["database_unavailable", "kafka_unavailable", "server_busy", "key_encryption_not_configured"],
 }
 _TIMESTAMP = {"type": "string", "format": "date-time"}
 _NULLABLE_STR = {"type": ["string", "null"]}
@@ -205,6 +205,23 @@ SCHEMAS: dict[str, Any] = {
             "domains": {"type": "array", "items": {"type": "string"}},
         },
     },
+    "ProviderAccounts": {
+        "type": "object",
+        "properties": {
+            "items": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "channel": {"enum": list(CHANNELS)},
+                        "key_fingerprint": {"type": "string", "description": "SHA-256 of the key, 12 hex digits"},
+                        "created_at": _TIMESTAMP,
+                        "updated_at": _TIMESTAMP,
+                    },
+                },
+            }
+        },
+    },
     "DailyMetrics": {
         "type": "object",
         "properties": {
@@ -306,6 +323,13 @@ PATHS: dict[str, Any] = {
             "responses": {"200": _json(_ref("Senders"), "the senders"), **_errors(*_SITE_ERRORS)},
         }
     },
+    "/api/v1/site/provider-accounts": {
+        "get": {
+            "summary": "The caller's own provider accounts (fingerprints, never keys)",
+            "security": SITE_KEY,
+            "responses": {"200": _json(_ref("ProviderAccounts"), "accounts"), **_errors(*_SITE_ERRORS)},
+        }
+    },
     "/api/v1/admin/sites": {
         "get": {
             "summary": "Every site (admin)",
@@ -404,6 +428,49 @@ PATHS: dict[str, Any] = {
                 "200": _json(_ref("Senders"), "replaced"),
                 **_errors(400, 401, 404, 408, 413, 415, 422, 429, 503),
             },
+        },
+    },
+    "/api/v1/admin/sites/{site_name}/provider-accounts": {
+        "parameters": [{"name": "site_name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "get": {
+            "summary": "A site's own provider accounts, by channel (admin); never their keys",
+            "security": ADMIN,
+            "responses": {"200": _json(_ref("ProviderAccounts"), "accounts"), **_errors(401, 404, 422, 429, 503)},
+        },
+    },
+    "/api/v1/admin/sites/{site_name}/provider-accounts/{channel}": {
+        "parameters": [
+            {"name": "site_name", "in": "path", "required": True, "schema": {"type": "string"}},
+            {"name": "channel", "in": "path", "required": True, "schema": {"enum": list(CHANNELS)}},
+        ],
+        "put": {
+            "summary": "Give a site its own provider account on a channel: its SendGrid or WASender API key (admin)",
+            "description": "The key is sealed before it is stored (NOTIFY_KEY_ENCRYPTION_KEYS; 503"
+            " key_encryption_not_configured without one) and never returned or logged; the answer names its"
+            " fingerprint. The channel's worker sends the site's messages through it from then on.",
+            "security": ADMIN,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["api_key"],
+                            "additionalProperties": False,
+                            "properties": {"api_key": {"type": "string", "minLength": 8, "maxLength": 512}},
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": _json({"type": "object"}, "stored (channel, key_fingerprint, created_at, updated_at)"),
+                **_errors(400, 401, 404, 408, 413, 415, 422, 429, 503),
+            },
+        },
+        "delete": {
+            "summary": "Back to the channel's global account (admin)",
+            "security": ADMIN,
+            "responses": {"204": {"description": "removed"}, **_errors(401, 404, 422, 429, 503)},
         },
     },
     "/api/v1/admin/replay": {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from lib.adapters.sealing import encryption_keys
 from lib.common.settings import DatabaseSettings, Env, KafkaSettings, Secret
 
 
@@ -42,6 +43,7 @@ class ApiSettings:
     scheduler_interval_s: float = 1.0
     insert_slots: int = 1
     schedule_horizon_days: int = 30
+    key_encryption_keys: tuple[Secret, ...] = ()  # seal sites' own provider keys; newest first
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ApiSettings:
@@ -77,4 +79,5 @@ class ApiSettings:
             insert_slots=env.integer("API_INSERT_SLOTS", 1, minimum=1),
             scheduler_interval_s=env.number("API_SCHEDULER_INTERVAL_SECONDS", 1.0, minimum=0.05),
             schedule_horizon_days=env.integer("API_SCHEDULE_HORIZON_DAYS", 30, minimum=1),
+            key_encryption_keys=encryption_keys(env),
         )

@@ -17,22 +17,31 @@ from starlette.responses import Response
 
 if TYPE_CHECKING:  # the ledger reads bodies with parse_json below
     from functions.sandbox.ledger import Ledger
+from lib.adapters.sealing import fingerprint
 from lib.common.settings import Secret
 from lib.domain.validation import strict_int
 
 
 class BearerKey:
-    """``Authorization: Bearer <key>`` against the one key a fake provider accepts (constant-time)."""
+    """``Authorization: Bearer <key>`` against the keys a fake provider accepts (constant-time): one account per
+    key, as a provider has one per customer; a comma-separated setting lists several."""
 
-    def __init__(self, key: Secret) -> None:
-        self._key = key.reveal().encode()
+    def __init__(self, keys: Secret) -> None:
+        listed = [k.strip() for k in keys.reveal().split(",") if k.strip()]
+        self._keys = {k.encode(): fingerprint(Secret(k)) for k in listed}
 
     def present(self, request: Request) -> bool:
         return bool(request.headers.get("authorization", "").strip())
 
-    def valid(self, request: Request) -> bool:
+    def account(self, request: Request) -> str | None:
+        """The fingerprint of the account whose key the call presents (as notify computes it), or None."""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self._key)
+        presented = token.strip().encode()
+        found = None
+        for key, account in self._keys.items():  # every key compared, matched or not: constant time
+            if hmac.compare_digest(presented, key) and scheme.lower() == "bearer":
+                found = account
+        return found
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes | None:
@@ -74,6 +83,7 @@ class Arrival:
     received_at: float
     raw: bytes
     body: Any  # the decoded JSON; None when it is not JSON
+    account: str | None = None  # the key's fingerprint
 
 
 class FakeEndpoint(abc.ABC):
@@ -92,16 +102,18 @@ class FakeEndpoint(abc.ABC):
         received_at = time.time()
         faults = self._ledger.faults
         await faults.wait()
-        if not self._key.valid(request):
+        account = self._key.account(request)
+        if account is None:
             unauthorized = self.refusals.unauthorized(self._key.present(request))
             return self._ledger.answer(received_at, None, unauthorized, auth_valid=False)
         raw = await read_body(request, self.max_bytes)
-        injected = faults.take_failure()
+        injected = faults.take_failure(account)
         if injected is not None:
-            return self._ledger.answer(received_at, raw, self.refusals.injected(injected, faults.retry_after_s))
+            refusal = self.refusals.injected(injected, faults.retry_after_s)
+            return self._ledger.answer(received_at, raw, refusal, account=account)
         if raw is None:
-            return self._ledger.answer(received_at, None, self.refusals.too_large())
-        response = self.answer(Arrival(received_at, raw, parse_json(raw)))
+            return self._ledger.answer(received_at, None, self.refusals.too_large(), account=account)
+        response = self.answer(Arrival(received_at, raw, parse_json(raw), account))
         while self._ledger.faults.hang:  # taken, recorded, and not answered (see Faults)
             await asyncio.sleep(0.05)
         return response

@@ -22,7 +22,8 @@ class Faults:
     ``reject_recipients`` gets the provider's own invalid-recipient error with ``reject_status``.
     While ``hang`` is on, a call that passes takes its message (recorded as accepted) but its answer is held until
     ``hang`` is turned off: the provider that stops answering, at its worst for a client (it cannot know whether
-    the message went).
+    the message went). With ``account`` (a key's fingerprint, as notify shows it) the injected failures meet only
+    that account's calls: one customer's plan running out while the others' go on.
     """
 
     latency_ms: float = 0.0
@@ -35,6 +36,7 @@ class Faults:
     reject_recipients: list[str] = field(default_factory=list)
     reject_status: int = 400
     hang: bool = False
+    account: str | None = None
     rejected: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -48,8 +50,10 @@ class Faults:
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000)
 
-    def take_failure(self) -> int | None:
-        """The status this call must fail with, if any; counts down the queued failures."""
+    def take_failure(self, account: str | None = None) -> int | None:
+        """The status this call (of ``account``) must fail with, if any; counts down the queued failures."""
+        if self.account is not None and account != self.account:
+            return None
         if self.rate_limit_next > 0:
             self.rate_limit_next -= 1
             return 429
@@ -90,6 +94,8 @@ def parse_faults(raw: Any, default: Faults) -> Faults:
     recipients = raw.get("reject_recipients")
     if raw.get("hang") is not None and not isinstance(raw["hang"], bool):
         problems.append({"field": "hang", "problem": "must be true or false"})
+    if raw.get("account") is not None and not isinstance(raw["account"], str):
+        problems.append({"field": "account", "problem": "must be a key's fingerprint (a string)"})
     if recipients is not None and not (isinstance(recipients, list) and all(isinstance(r, str) for r in recipients)):
         problems.append({"field": "reject_recipients", "problem": "must be a list of strings"})
     if problems:

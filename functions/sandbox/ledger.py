@@ -32,6 +32,7 @@ class Call:
     auth_valid: bool
     raw: bytes | None  # the body as received; None when it was not read or was too large
     provider_message_id: str | None = None
+    account: str | None = None  # the fingerprint of the key the call presented
 
 
 class Ledger:
@@ -71,9 +72,10 @@ class Ledger:
         *,
         auth_valid: bool = True,
         provider_message_id: str | None = None,
+        account: str | None = None,
     ) -> Response:
         """Record the call with the status it is about to get, and hand the response back."""
-        self.record(Call(response.status_code, received_at, auth_valid, raw, provider_message_id))
+        self.record(Call(response.status_code, received_at, auth_valid, raw, provider_message_id, account))
         return response
 
     def view(self, call: Call) -> Record:
@@ -87,6 +89,7 @@ class Ledger:
             "status": call.status,
             "received_at": call.received_at,
             "auth_valid": call.auth_valid,
+            "account": call.account,
             **self._describe(body),
             "body": body,
         }

@@ -337,13 +337,15 @@ class SendGridFake(FakeEndpoint):
         faults = self._ledger.faults
         problems = validate(body)
         if problems:
-            return self._ledger.answer(received_at, raw, errors(400, problems))
+            return self._ledger.answer(received_at, raw, errors(400, problems), account=arrival.account)
         rejected = self._rejected(body, faults)
         if rejected:
-            return self._ledger.answer(received_at, raw, errors(faults.reject_status, rejected))
+            return self._ledger.answer(
+                received_at, raw, errors(faults.reject_status, rejected), account=arrival.account
+            )
         message_id = secrets.token_urlsafe(16)
         response = Response(status_code=202, headers={"X-Message-Id": message_id})
-        return self._ledger.answer(received_at, raw, response, provider_message_id=message_id)
+        return self._ledger.answer(received_at, raw, response, provider_message_id=message_id, account=arrival.account)
 
     def _rejected(self, body: dict[str, Any], faults: Faults) -> list[Problem]:
         """SendGrid's invalid-address error for every recipient the faults reject."""

@@ -118,10 +118,12 @@ class WASenderFake(FakeEndpoint):
         faults = self._ledger.faults
         errors = validate(body)
         if errors:
-            return self._ledger.answer(received_at, raw, invalid(422, errors))
+            return self._ledger.answer(received_at, raw, invalid(422, errors), account=arrival.account)
         if faults.rejects(body["to"]):
-            return self._ledger.answer(received_at, raw, invalid(faults.reject_status, {"to": [NOT_ON_WHATSAPP]}))
+            return self._ledger.answer(
+                received_at, raw, invalid(faults.reject_status, {"to": [NOT_ON_WHATSAPP]}), account=arrival.account
+            )
         msg_id = next(self._ids)
         data = {"msgId": msg_id, "jid": body["to"], "status": "in_progress"}
         response = JSONResponse({"success": True, "data": data})
-        return self._ledger.answer(received_at, raw, response, provider_message_id=str(msg_id))
+        return self._ledger.answer(received_at, raw, response, provider_message_id=str(msg_id), account=arrival.account)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from lib.adapters.providers import Provider, ProviderSettings
 from lib.adapters.providers.sendgrid import SendGridSettings
 from lib.adapters.providers.wasender import WASenderSettings
-from lib.common.settings import Env
+from lib.common.settings import Env, Secret
 from lib.delivery.settings import WorkerSettings
 from lib.domain.vocabulary import Channel
 
@@ -49,3 +49,9 @@ class ChannelWorkerSettings:
 
     def connect(self) -> Provider:
         return self.provider.connect(timeout_s=self.worker.provider_timeout_s, max_connections=self.worker.concurrency)
+
+    def connect_with(self, api_key: Secret) -> Provider:
+        """A client of a site's own account: this provider's settings with the site's key."""
+        return self.provider.with_api_key(api_key).connect(
+            timeout_s=self.worker.provider_timeout_s, max_connections=self.worker.concurrency
+        )

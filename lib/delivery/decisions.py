@@ -34,8 +34,17 @@ class Decision:
     hold_s: float = 0.0  # with ProviderHealth.HOLD
 
 
+# A site's own account refusing its key: the site's to fix (its key is wrong, revoked or its plan lapsed).
+_OWN_KEY_REFUSED = {401, 403}
+
+
 def decide(
-    error: DeliveryError, retries_done: int, policy: RetryPolicy, rand: Callable[[], float] = random.random
+    error: DeliveryError,
+    retries_done: int,
+    policy: RetryPolicy,
+    rand: Callable[[], float] = random.random,
+    *,
+    own_account: bool = False,
 ) -> Decision:
     if error.code == "provider_rate_limited":
         health, hold_s = ProviderHealth.HOLD, error.retry_after_s or policy.base_delay_s
@@ -43,4 +52,7 @@ def decide(
         health, hold_s = (ProviderHealth.FAILURE if error.temporary else ProviderHealth.NEUTRAL), 0.0
     if error.temporary and policy.should_retry(retries_done):
         return Decision(True, policy.delay_s(retries_done + 1, error.retry_after_s, rand), None, health, hold_s)
-    return Decision(False, 0.0, error.code if not error.temporary else "retries_exhausted", health, hold_s)
+    code = error.code if not error.temporary else "retries_exhausted"
+    if own_account and error.http_status in _OWN_KEY_REFUSED:
+        code = "provider_auth_failed"
+    return Decision(False, 0.0, code, health, hold_s)

@@ -19,3 +19,8 @@ POSSIBLE_RESENDS = Counter(
     ["channel"],
 )
 CIRCUIT_STATE = Gauge("notify_worker_circuit_state", "0 closed, 1 half-open, 2 open", ["channel"])
+SITE_ACCOUNT_AUTH_FAILED = Counter(
+    "notify_worker_site_account_auth_failures_total",
+    "Messages failed because a site's own provider key was refused (401/403), by site",
+    ["channel", "site_id"],
+)

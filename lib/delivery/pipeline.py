@@ -26,8 +26,17 @@ from lib.adapters.kafka import Publisher
 from lib.adapters.providers import DeliveryError, Provider
 from lib.common.ratelimit import TokenBucket
 from lib.common.resilience import CircuitBreaker, CircuitState, RetryPolicy
+from lib.delivery.accounts import Account, Accounts
 from lib.delivery.decisions import ProviderHealth, decide
-from lib.delivery.metrics import CIRCUIT_STATE, DEAD_LETTERED, DELIVERIES, POSSIBLE_RESENDS, PROVIDER_SECONDS, RETRIES
+from lib.delivery.metrics import (
+    CIRCUIT_STATE,
+    DEAD_LETTERED,
+    DELIVERIES,
+    POSSIBLE_RESENDS,
+    PROVIDER_SECONDS,
+    RETRIES,
+    SITE_ACCOUNT_AUTH_FAILED,
+)
 from lib.delivery.store import Store
 from lib.domain.errors import NotifyError
 from lib.domain.notification import NotificationRecord, OutgoingMessage
@@ -46,6 +55,9 @@ class Outcome(Enum):
 
 @dataclass
 class DeliveryContext:
+    """What every delivery of one worker shares. ``provider``, ``breaker`` and ``limiter`` are the channel's
+    global account; ``accounts`` finds a site's own (None: every site sends through the global one)."""
+
     channel: Channel
     store: Store
     provider: Provider
@@ -54,11 +66,19 @@ class DeliveryContext:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
     limiter: TokenBucket | None = None
+    accounts: Accounts | None = None
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     # Set by the loop: True while this message is inside a provider call (so shutdown waits for it).
     on_call_state: Callable[[bool], None] = lambda _in_call: None
     # At most this many provider calls at once (the worker's concurrency); None: no bound of its own.
     provider_slots: asyncio.Semaphore | None = None
+
+    def __post_init__(self) -> None:
+        self.global_account = Account(self.provider, self.breaker, self.limiter)
+
+    async def account_for(self, site_id: str) -> Account:
+        own = await self.accounts.for_site(site_id) if self.accounts is not None else None
+        return own or self.global_account
 
 
 class ProviderTurn:
@@ -120,12 +140,14 @@ async def _dead_letter(
     DEAD_LETTERED.labels(ctx.channel).inc()
 
 
-async def _wait_for_turn(ctx: DeliveryContext, message_id: uuid.UUID) -> None:
-    """Wait for the circuit breaker and the rate limit; keep the claim alive while waiting long."""
+async def _wait_for_turn(ctx: DeliveryContext, account: Account, message_id: uuid.UUID) -> None:
+    """Wait for the account's circuit breaker and rate limit; keep the claim alive while waiting long."""
+    breaker = account.breaker
     waited = 0.0
     while True:
-        delay = ctx.breaker.acquire()
-        CIRCUIT_STATE.labels(ctx.channel).set(int(ctx.breaker.state))
+        delay = breaker.acquire()
+        if not account.own:  # the gauge shows the channel's global account
+            CIRCUIT_STATE.labels(ctx.channel).set(int(breaker.state))
         if delay == 0.0:
             break
         await ctx.sleep(delay)
@@ -135,22 +157,22 @@ async def _wait_for_turn(ctx: DeliveryContext, message_id: uuid.UUID) -> None:
             waited = 0.0
     # Past the breaker we may hold its one probe (half-open): given up while waiting for the rate limit (the
     # message revoked, the worker stopping), it is handed back, or the circuit would stay shut for everyone else.
-    probing = ctx.breaker.state is CircuitState.HALF_OPEN
-    if ctx.limiter is not None:
-        wait = ctx.limiter.reserve()
+    probing = breaker.state is CircuitState.HALF_OPEN
+    if account.limiter is not None:
+        wait = account.limiter.reserve()
         if wait > 0:
             try:
                 await ctx.sleep(wait)
             except asyncio.CancelledError:
                 if probing:
-                    ctx.breaker.abandon_probe()
+                    breaker.abandon_probe()
                 raise
 
 
-async def _call(ctx: DeliveryContext, message: OutgoingMessage) -> str:
+async def _call(ctx: DeliveryContext, account: Account, message: OutgoingMessage) -> str:
     started = time.perf_counter()
     try:
-        return await ctx.provider.send(message)
+        return await account.provider.send(message)
     finally:
         PROVIDER_SECONDS.labels(ctx.channel).observe(time.perf_counter() - started)
 
@@ -209,6 +231,7 @@ class Delivery:
     message_id: uuid.UUID
     turn: ProviderTurn
     message: OutgoingMessage | None = None  # from the claimed row
+    account: Account | None = None  # the provider account it goes out through (its site's, or the global one)
     attempts: int = 0
     retries: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
@@ -245,6 +268,7 @@ async def _claim_and_deliver(delivery: Delivery) -> Outcome:
         DELIVERIES.labels(ctx.channel, "skipped").inc()
         return Outcome.SKIPPED
     delivery.message = OutgoingMessage.from_row(row)  # the row, never the record: see lib.domain.notification
+    delivery.account = await ctx.account_for(delivery.message.site_id)
     delivery.attempts = row["attempts"]
     if row["old_status"] == MessageStatus.PROCESSING and row["old_attempts"] > 0:
         POSSIBLE_RESENDS.labels(ctx.channel).inc()
@@ -264,7 +288,8 @@ async def _deliver(delivery: Delivery) -> Outcome:
     ctx = delivery.ctx
     while True:
         await delivery.turn.take()  # a retry takes a slot again (still cancellable: the claim is given back)
-        await _wait_for_turn(ctx, delivery.message_id)
+        assert delivery.account is not None
+        await _wait_for_turn(ctx, delivery.account, delivery.message_id)
         # From the provider call until its outcome is written, shutdown must wait for this message, not
         # cancel it: cancelling here could put back a message the provider already has.
         ctx.on_call_state(True)
@@ -285,21 +310,22 @@ async def _deliver(delivery: Delivery) -> Outcome:
 
 async def _attempt(delivery: Delivery) -> Outcome | float:
     """One provider call and the write of its outcome: an Outcome when done, else the delay before a retry."""
-    ctx, message_id = delivery.ctx, delivery.message_id
-    assert delivery.message is not None
+    ctx, message_id, account = delivery.ctx, delivery.message_id, delivery.account
+    assert delivery.message is not None and account is not None
+    breaker = account.breaker
     try:
-        provider_id = await _call(ctx, delivery.message)
+        provider_id = await _call(ctx, account, delivery.message)
     except DeliveryError as exc:
         delivery.turn.done()
         entry = _entry(delivery.attempts, exc)
         delivery.errors.append(entry)
-        decision = decide(exc, delivery.retries, ctx.policy)
+        decision = decide(exc, delivery.retries, ctx.policy, own_account=account.own)
         if decision.health is ProviderHealth.HOLD:
-            ctx.breaker.hold(decision.hold_s)
+            breaker.hold(decision.hold_s)
         elif decision.health is ProviderHealth.FAILURE:
-            ctx.breaker.record_failure()
+            breaker.record_failure()
         else:
-            ctx.breaker.record_neutral()
+            breaker.record_neutral()
         if decision.retry:
             await ctx.store.record_error(message_id, entry)
             RETRIES.labels(ctx.channel).inc()
@@ -309,6 +335,8 @@ async def _attempt(delivery: Delivery) -> Outcome | float:
             log.info("provider call failed; retrying", extra=extra)
             return decision.delay_s
         code = decision.failure_code or "retries_exhausted"
+        if code == "provider_auth_failed" and account.own:
+            SITE_ACCOUNT_AUTH_FAILED.labels(ctx.channel, delivery.message.site_id).inc()
         await _dead_letter(ctx, delivery.raw, delivery.key, delivery.errors, delivery.attempts, code)
         await ctx.store.mark_failed(message_id, code, exc.message, entry)
         DELIVERIES.labels(ctx.channel, "failed").inc()
@@ -316,7 +344,7 @@ async def _attempt(delivery: Delivery) -> Outcome | float:
         log.warning("message failed", extra=extra)
         return Outcome.FAILED
     delivery.turn.done()
-    ctx.breaker.record_success()
+    breaker.record_success()
     await _write_sent(ctx, message_id, provider_id)
     DELIVERIES.labels(ctx.channel, "sent").inc()
     extra = {**delivery.log_extra, "provider_message_id": provider_id, "attempts": delivery.attempts}

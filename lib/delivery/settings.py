@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lib.common.settings import DatabaseSettings, Env, KafkaSettings
+from lib.adapters.sealing import encryption_keys
+from lib.common.settings import DatabaseSettings, Env, KafkaSettings, Secret
 from lib.domain.vocabulary import Channel
 
 
@@ -27,6 +28,7 @@ class WorkerSettings:
     max_retries: int = 3
     retry_base_s: float = 1.0
     log_level: str = "INFO"
+    key_encryption_keys: tuple[Secret, ...] = ()  # open sites' own provider keys
 
     @classmethod
     def from_env(cls, env: Env, channel: Channel, *, default_rate_per_s: float) -> WorkerSettings:
@@ -47,4 +49,5 @@ class WorkerSettings:
             max_retries=env.integer("PROVIDER_MAX_RETRIES", 3, minimum=0),
             retry_base_s=env.number("PROVIDER_RETRY_BASE_SECONDS", 1.0, minimum=0),
             log_level=env.text("LOG_LEVEL", "INFO"),
+            key_encryption_keys=encryption_keys(env),
         )

@@ -227,7 +227,11 @@ def test_by_default_the_workers_deliver_to_the_real_providers_and_no_sandbox_run
     }
     assert not by_kind(objects, "Pod"), "no helm test without the sandbox: it would send a real message"
     (generated,) = by_kind(objects, "Secret")
-    assert set(generated["data"]) == {"admin-token", "postgres-password"}  # no fake provider keys
+    assert set(generated["data"]) == {
+        "admin-token",
+        "postgres-password",
+        "key-encryption-keys",
+    }  # no fake provider keys
 
 
 def test_the_dev_values_turn_the_sandbox_on() -> None:
@@ -359,7 +363,13 @@ def test_generated_secret_is_kept_and_reused() -> None:
     assert "helm.sh/resource-policy: keep" in template
     assert 'lookup "v1" "Secret"' in helpers
     (secret,) = by_kind(render(DEV), "Secret")
-    assert set(secret["data"]) == {"admin-token", "postgres-password", "sendgrid-api-key", "wasender-api-key"}
+    assert set(secret["data"]) == {
+        "admin-token",
+        "postgres-password",
+        "sendgrid-api-key",
+        "wasender-api-key",
+        "key-encryption-keys",
+    }
     assert not by_kind(render((str(PRODUCTION_VALUES),)), "Secret"), "every secret of production is an existing Secret"
 
 
@@ -539,6 +549,12 @@ SOURCES = [
 ]
 
 
+STAND_INS = {
+    "DATABASE_URL": "postgresql://notify:secret@db.example:5432/notify",
+    "NOTIFY_KEY_ENCRYPTION_KEYS": "c3RhbmQtaW4ga2V5IG9mIDMyIGJ5dGVzLCBmb3IgdGU=",  # a Fernet key's shape
+}
+
+
 def plain_env(container: dict[str, Any]) -> dict[str, str]:
     """The container's environment with each secret replaced by a stand-in of the right shape."""
     env = {}
@@ -546,7 +562,7 @@ def plain_env(container: dict[str, Any]) -> dict[str, str]:
         if isinstance(value, str):
             env[name] = value
         else:
-            env[name] = "postgresql://notify:secret@db.example:5432/notify" if name == "DATABASE_URL" else "secret"
+            env[name] = STAND_INS.get(name, "secret")
     return env
 
 

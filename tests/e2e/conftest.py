@@ -16,11 +16,13 @@ import pytest
 from bench.common import free_port
 from lib.adapters.kafka import drop_topics, ensure_topics
 from lib.common.settings import KafkaSettings
-from tests.conftest import ADMIN_TOKEN, KAFKA_BOOTSTRAP
+from tests.conftest import ADMIN_TOKEN, KAFKA_BOOTSTRAP, TEST_KEK
 from tests.processes import Deployable
 
 SENDGRID_KEY = "SG.e2e-sendgrid-key"
 WASENDER_KEY = "e2e-wasender-key"
+# Sites' own accounts the fake providers also accept (a provider has one account per customer).
+SITE_SENDGRID_KEYS = ("SG.e2e-site-account-a", "SG.e2e-site-account-b")
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +30,7 @@ def sandbox() -> Iterator[str]:
     port = free_port()
     env = {
         "SANDBOX_PORT": str(port),
-        "SANDBOX_SENDGRID_API_KEY": SENDGRID_KEY,
+        "SANDBOX_SENDGRID_API_KEY": ",".join((SENDGRID_KEY, *SITE_SENDGRID_KEYS)),
         "SANDBOX_WASENDER_API_KEY": WASENDER_KEY,
     }
     proc = Deployable("sandbox", "functions.sandbox", env, f"http://127.0.0.1:{port}/healthz").start()
@@ -71,6 +73,7 @@ class Stack:
             "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
             "NOTIFY_TOPIC_PREFIX": self.kafka.topic_prefix,
             "LOG_LEVEL": "INFO",
+            "NOTIFY_KEY_ENCRYPTION_KEYS": TEST_KEK,
         }
         port = free_port()
         self.api_url = f"http://127.0.0.1:{port}"

@@ -49,3 +49,11 @@ def test_a_429_holds_every_call_for_its_retry_after_and_retries_no_sooner() -> N
 def test_jitter_stretches_the_delay() -> None:
     jittery = RetryPolicy(max_retries=3, base_delay_s=1.0, jitter=0.5)
     assert decide(error("provider_unreachable", temporary=True), 0, jittery, rand=lambda: 1.0).delay_s == 1.5
+
+
+@pytest.mark.parametrize(("status", "code"), [(401, "provider_auth_failed"), (403, "provider_forbidden")])
+def test_a_site_account_refusing_its_key_is_the_sites_auth_failure(status: int, code: str) -> None:
+    refused = DeliveryError("x", code=code, temporary=False, status=status)
+    own = decide(refused, 0, POLICY, own_account=True)
+    assert (own.retry, own.failure_code, own.health) == (False, "provider_auth_failed", ProviderHealth.NEUTRAL)
+    assert decide(refused, 0, POLICY).failure_code == code  # the global account keeps the provider's own code

@@ -82,8 +82,24 @@ app.kubernetes.io/part-of: notify
 {{- $live := lookup "v1" "Secret" .ctx.Release.Namespace (include "notify.generatedSecretName" .ctx) }}
 {{- if and $live $live.data (hasKey $live.data .key) }}
 {{- index $live.data .key }}
+{{- else if eq (toString .length) "fernet" }}
+{{- randBytes 32 | b64enc }}
 {{- else }}
 {{- randAlphaNum (int .length) | b64enc }}
+{{- end }}
+{{- end }}
+
+{{- /* NOTIFY_KEY_ENCRYPTION_KEYS: seals sites' own provider keys (API) and opens them (workers). */}}
+{{- define "notify.keyEncryptionEnv" -}}
+- name: NOTIFY_KEY_ENCRYPTION_KEYS
+  valueFrom:
+    secretKeyRef:
+{{- if .Values.keyEncryption.existingSecret }}
+      name: {{ .Values.keyEncryption.existingSecret }}
+      key: {{ .Values.keyEncryption.existingSecretKey }}
+{{- else }}
+      name: {{ include "notify.generatedSecretName" . }}
+      key: key-encryption-keys
 {{- end }}
 {{- end }}
 

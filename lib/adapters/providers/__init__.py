@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from lib.common.settings import Secret
 from lib.domain.errors import NotifyError
 from lib.domain.notification import OutgoingMessage
 
@@ -47,6 +48,10 @@ class ProviderSettings(Protocol):
     """A provider account's settings (read from the environment by its adapter), able to open a client."""
 
     def connect(self, *, timeout_s: float, max_connections: int) -> Provider: ...
+
+    def with_api_key(self, api_key: Secret) -> ProviderSettings:
+        """The same account settings with another key (a site's own account)."""
+        ...
 
 
 # The longest wait a provider's Retry-After can impose: it holds the whole account's circuit, so a mistaken (or

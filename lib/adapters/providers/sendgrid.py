@@ -7,8 +7,8 @@ a new connection per call, which would need a thread per in-flight message.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Self
 
 import httpx
 from sendgrid.helpers.mail import CustomArg, From, Mail, ReplyTo, To
@@ -41,6 +41,9 @@ class SendGridSettings:
             sender_name=env.text("SENDGRID_FROM_NAME", ""),
             reply_to=env.text("SENDGRID_REPLY_TO", ""),
         )
+
+    def with_api_key(self, api_key: Secret) -> Self:
+        return replace(self, api_key=api_key)
 
     def connect(self, *, timeout_s: float, max_connections: int) -> SendGridProvider:
         return SendGridProvider(self, timeout_s=timeout_s, max_connections=max_connections)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Self
 
 import httpx
 
@@ -24,6 +24,9 @@ class WASenderSettings:
         return cls(
             api_key=env.secret("WASENDER_API_KEY"), api_url=env.text("WASENDER_API_URL", DEFAULT_URL).rstrip("/")
         )
+
+    def with_api_key(self, api_key: Secret) -> Self:
+        return replace(self, api_key=api_key)
 
     def connect(self, *, timeout_s: float, max_connections: int) -> WASenderProvider:
         return WASenderProvider(self, timeout_s=timeout_s, max_connections=max_connections)
