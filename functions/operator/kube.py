@@ -15,6 +15,7 @@ import httpx
 import kopf
 
 from functions.operator.reconcile import SecretConflict
+from lib.common.settings import Secret
 
 GROUP, VERSION, PLURAL = "notify.dev", "v1alpha1", "frappesites"
 
@@ -141,6 +142,11 @@ class OwnedSecrets:
         if not self._ours(secret):
             raise SecretConflict(f"the Secret {name} exists and does not belong to this FrappeSite: not overwriting it")
         return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+    async def value(self, name: str, key: str) -> Secret | None:
+        secret = await self._kube.secret(self._namespace, name)
+        encoded = (secret.get("data") or {}).get(key) if secret is not None else None
+        return Secret(base64.b64decode(encoded).decode()) if encoded is not None else None
 
     async def write(self, name: str, data: Mapping[str, str]) -> None:
         body: dict[str, Any] = {

@@ -88,3 +88,12 @@ class NotifyAdmin:
     async def set_senders(self, site_name: str, senders: dict[str, Any]) -> dict[str, Any]:
         stored: dict[str, Any] = await self._call("PUT", f"/api/v1/admin/sites/{site_name}/senders", senders)
         return stored
+
+    async def provider_accounts(self, site_name: str) -> dict[str, Any]:
+        found: dict[str, Any] = await self._call("GET", f"/api/v1/admin/sites/{site_name}/provider-accounts")
+        return found
+
+    async def set_provider_key(self, site_name: str, channel: str, api_key: Secret) -> dict[str, Any]:
+        path = f"/api/v1/admin/sites/{site_name}/provider-accounts/{channel}"
+        stored: dict[str, Any] = await self._call("PUT", path, {"api_key": api_key.reveal()})
+        return stored

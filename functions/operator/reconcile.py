@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from functions.operator.notify_client import NotifyRejected, NotifyUnavailable
+from lib.adapters.sealing import fingerprint
+from lib.common.settings import Secret
 from lib.domain.vocabulary import CHANNELS, SiteStatus
 
 ROTATE_ANNOTATION = "notify.dev/rotate-key"
@@ -24,6 +26,10 @@ class SecretConflict(Exception):
     """The Secret's name is taken by a Secret this FrappeSite does not own: never overwrite it."""
 
 
+class ProviderKeyMissing(Exception):
+    """spec.providerAccounts names a Secret (or a key in it) that is not there."""
+
+
 class NotifyApi(Protocol):
     async def site(self, site_name: str) -> dict[str, Any] | None: ...
     async def register(self, site_name: str, site_url: str | None, managed_by: str) -> dict[str, Any]: ...
@@ -31,6 +37,8 @@ class NotifyApi(Protocol):
     async def rotate_key(self, site_name: str) -> dict[str, Any]: ...
     async def senders(self, site_name: str) -> dict[str, Any]: ...
     async def set_senders(self, site_name: str, senders: dict[str, Any]) -> dict[str, Any]: ...
+    async def provider_accounts(self, site_name: str) -> dict[str, Any]: ...
+    async def set_provider_key(self, site_name: str, channel: str, api_key: Secret) -> dict[str, Any]: ...
 
 
 class SecretStore(Protocol):
@@ -38,6 +46,9 @@ class SecretStore(Protocol):
         """The Secret's decoded data; None if absent; SecretConflict if someone else's."""
 
     async def write(self, name: str, data: Mapping[str, str]) -> None: ...
+
+    async def value(self, name: str, key: str) -> Secret | None:
+        """One key of a Secret the spec refers to (any owner, the FrappeSite's namespace); None if absent."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,8 @@ class FrappeSiteView:
     rotation_done: str | None
     known_site_id: str | None
     senders: dict[str, Any] | None = None  # the admin API's body for spec.senders; None: left as notify has it
+    # spec.providerAccounts: (channel, Secret name, key in it) of each channel the site has its own key for
+    provider_keys: tuple[tuple[str, str, str], ...] = ()
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> FrappeSiteView:
@@ -77,6 +90,10 @@ class FrappeSiteView:
             rotation_done=status.get("keyRotation"),
             known_site_id=status.get("siteId"),
             senders=senders_body(spec["senders"]) if spec.get("senders") is not None else None,
+            provider_keys=tuple(
+                (channel, ref["secretKeyRef"]["name"], ref["secretKeyRef"]["key"])
+                for channel, ref in sorted((spec.get("providerAccounts") or {}).items())
+            ),
         )
 
     @property
@@ -145,6 +162,23 @@ def wanted_changes(fs: FrappeSiteView, site: Mapping[str, Any]) -> dict[str, Any
         wanted["site_url"] = fs.site_url
     current = {**site, "enabled_channels": sorted(site["enabled_channels"])}
     return {k: v for k, v in wanted.items() if current.get(k) != v}
+
+
+async def apply_provider_keys(fs: FrappeSiteView, notify: NotifyApi, secrets: SecretStore) -> list[str]:
+    """Give the site the provider keys its spec refers to (by fingerprint: a key already set is not sent again);
+    the channels whose key changed."""
+    if not fs.provider_keys:
+        return []
+    current = {a["channel"]: a["key_fingerprint"] for a in (await notify.provider_accounts(fs.site_name))["items"]}
+    changed = []
+    for channel, secret_name, key in fs.provider_keys:
+        api_key = await secrets.value(secret_name, key)
+        if api_key is None:
+            raise ProviderKeyMissing(f"spec.providerAccounts.{channel}: no key {key!r} in Secret {secret_name}")
+        if current.get(channel) != fingerprint(api_key):
+            await notify.set_provider_key(fs.site_name, channel, api_key)
+            changed.append(channel)
+    return changed
 
 
 async def apply_spec(fs: FrappeSiteView, notify: NotifyApi, site: dict[str, Any]) -> dict[str, Any]:
@@ -216,6 +250,8 @@ async def reconcile(fs: FrappeSiteView, notify: NotifyApi, secrets: SecretStore,
         )
     except SecretConflict as exc:
         return failed("SecretConflict", str(exc))
+    except ProviderKeyMissing as exc:
+        return failed("ProviderKeyMissing", str(exc))
     except NotifyRejected as exc:
         return failed("NotifyRejected", exc.message)
 
@@ -229,12 +265,8 @@ async def _register(fs: FrappeSiteView, notify: NotifyApi, secrets: SecretStore,
         raise
     await secrets.write(fs.secret_name, secret_data(registered, registered["api_key"], api_url))
     site = await apply_spec(fs, notify, registered)
-    return settled(
-        fs,
-        site,
-        [("Registered", f"registered site {fs.site_name}; its key is in Secret {fs.secret_name}")],
-        secret=True,
-    )
+    events = [("Registered", f"registered site {fs.site_name}; its key is in Secret {fs.secret_name}")]
+    return settled(fs, site, events + await _provider_key_events(fs, notify, secrets), secret=True)
 
 
 async def _owned(
@@ -255,7 +287,7 @@ async def _owned(
         await write_new_key(fs, notify, secrets, site, api_url)
         events.append(("KeyRotated", f"rotated the key ({ROTATE_ANNOTATION}={fs.rotation_requested})"))
     site = await apply_spec(fs, notify, site)
-    return settled(fs, site, events, secret=True)
+    return settled(fs, site, events + await _provider_key_events(fs, notify, secrets), secret=True)
 
 
 async def _take_over(
@@ -266,7 +298,12 @@ async def _take_over(
     site = await apply_spec(fs, notify, site)
     await write_new_key(fs, notify, secrets, site, api_url)
     events = [("SiteReactivated", f"took over the deactivated site {fs.site_name}; a new key is in {fs.secret_name}")]
-    return settled(fs, site, events, secret=True)
+    return settled(fs, site, events + await _provider_key_events(fs, notify, secrets), secret=True)
+
+
+async def _provider_key_events(fs: FrappeSiteView, notify: NotifyApi, secrets: SecretStore) -> list[tuple[str, str]]:
+    changed = await apply_provider_keys(fs, notify, secrets)
+    return [("ProviderKeySet", f"the site's own {c} provider key was set from its Secret") for c in changed]
 
 
 async def _mirrored(fs: FrappeSiteView, notify: NotifyApi, site: dict[str, Any] | None) -> Outcome:

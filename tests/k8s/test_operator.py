@@ -22,6 +22,8 @@ import pytest
 import yaml
 
 from bench.common import free_port
+from lib.adapters.sealing import fingerprint
+from lib.common.settings import Secret
 from tests.conftest import ADMIN_HEADERS, ADMIN_TOKEN, EMAIL, register
 from tests.k8s.conftest import CHART, DEV_VALUES, ROOT, Cluster, wait_for
 from tests.processes import LOG_DIR, Deployable, metric
@@ -186,6 +188,10 @@ def test_the_example_registers_a_site_once_with_a_working_key_in_its_secret(
     operator: Operator, notify: httpx.Client
 ) -> None:
     op = operator
+    # The Secret its spec.providerAccounts names: the site's own SendGrid key.
+    op.kubectl(
+        "create", "secret", "generic", "erp-acme-sendgrid", "-n", op.sites_ns, "--from-literal=api-key=SG.acme-own-key"
+    )
     op.kubectl("apply", "-n", op.sites_ns, "-f", str(EXAMPLE))
     ready = wait_for("erp-acme Ready", phase_of(op, op.sites_ns, "erp-acme", "Ready"))
     status = ready["status"]
@@ -203,6 +209,20 @@ def test_the_example_registers_a_site_once_with_a_working_key_in_its_secret(
     assert listed.split()[:5] == ["NAME", "SITE", "PHASE", "CHANNELS", "AGE"] and "Ready" in listed
     events = op.kubectl("get", "events", "-n", op.sites_ns, "--field-selector", "involvedObject.name=erp-acme")
     assert "Registered" in events
+    name = example_site_name(op)
+    accounts = notify.get(f"/api/v1/admin/sites/{name}/provider-accounts", headers=ADMIN_HEADERS).json()["items"]
+    assert [(a["channel"], a["key_fingerprint"]) for a in accounts] == [
+        ("email", fingerprint(Secret("SG.acme-own-key")))
+    ]
+    senders = notify.get(f"/api/v1/admin/sites/{name}/senders", headers=ADMIN_HEADERS).json()
+    assert senders["default"] == {"email": "billing@acme.com", "name": "Acme, Inc.", "reply_to": "accounts@acme.com"}
+    bad = '{"spec": {"providerAccounts": {"sms": {"secretKeyRef": {"name": "x", "key": "y"}}}}}'
+    refused = op.cluster.kubectl(
+        "patch", "frappesite", "erp-acme", "-n", op.sites_ns, "--type", "merge", "-p", bad, check=False
+    )
+    assert (
+        refused.returncode != 0 and "a key of providerAccounts must be a channel" in refused.stderr
+    )  # the CRD's check
 
 
 def test_suspending_refuses_the_key_and_resuming_accepts_it(operator: Operator, notify: httpx.Client) -> None:

@@ -22,6 +22,7 @@ from functions.operator.reconcile import (
     reconcile,
     wanted_changes,
 )
+from lib.adapters.sealing import fingerprint
 from lib.common.settings import Secret
 from tests.conftest import ADMIN_HEADERS, ADMIN_TOKEN, EMAIL, register
 
@@ -41,6 +42,10 @@ class DictSecrets:
         if name in self.foreign:
             raise SecretConflict(f"the Secret {name} is someone else's")
         return self.data.get(name)
+
+    async def value(self, name: str, key: str) -> Secret | None:
+        found = self.data.get(name, {}).get(key)
+        return Secret(found) if found is not None else None
 
     async def write(self, name: str, data: Mapping[str, str]) -> None:
         if name in self.foreign:
@@ -337,3 +342,31 @@ def test_spec_senders_become_the_sites_senders(api_url: str, client: httpx.Clien
     untouched = with_spec(changed, senders=None)  # absent: notify keeps what it has
     assert sync(api_url, untouched, DictSecrets()).phase == "Ready"
     assert client.get(f"/api/v1/admin/sites/{site_name}/senders", headers=ADMIN_HEADERS).json() == stored
+
+
+def test_spec_provider_accounts_give_the_site_its_key_from_a_secret(api_url: str, client: httpx.Client) -> None:
+    site_name = unique_site()
+    secrets = DictSecrets()
+    secrets.data["acme-sendgrid"] = {"api-key": "SG.acme-own-key-1"}
+    body = frappesite(
+        site_name, providerAccounts={"email": {"secretKeyRef": {"name": "acme-sendgrid", "key": "api-key"}}}
+    )
+    outcome = sync(api_url, body, secrets)
+    assert (
+        outcome.phase == "Ready"
+        and ("ProviderKeySet", "the site's own email provider key was set from its Secret") in outcome.events
+    )
+    accounts_url = f"/api/v1/admin/sites/{site_name}/provider-accounts"
+
+    def fingerprints() -> list[str]:
+        return [a["key_fingerprint"] for a in client.get(accounts_url, headers=ADMIN_HEADERS).json()["items"]]
+
+    assert fingerprints() == [fingerprint(Secret("SG.acme-own-key-1"))]
+    again = sync(api_url, body, secrets)
+    assert not [e for e in again.events if e[0] == "ProviderKeySet"]  # the same key is not sent again
+    secrets.data["acme-sendgrid"]["api-key"] = "SG.acme-own-key-2"  # rotated in the Secret
+    sync(api_url, body, secrets)
+    assert fingerprints() == [fingerprint(Secret("SG.acme-own-key-2"))]
+    del secrets.data["acme-sendgrid"]
+    missing = sync(api_url, body, secrets)
+    assert (missing.phase, missing.reason) == ("Error", "ProviderKeyMissing")
