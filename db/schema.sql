@@ -107,6 +107,16 @@ BEGIN
     NEW.updated_at := now();
     RETURN NEW;
 END $$;
+CREATE TABLE public.attachments (
+    id uuid NOT NULL,
+    site_id uuid NOT NULL,
+    filename text NOT NULL,
+    content_type text NOT NULL,
+    size integer NOT NULL,
+    sha256 text NOT NULL,
+    content bytea NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
 CREATE TABLE public.frappe_sites (
     id uuid NOT NULL,
     site_name text NOT NULL,
@@ -123,6 +133,14 @@ CREATE TABLE public.frappe_sites (
     senders jsonb DEFAULT '{}'::jsonb NOT NULL,
     CONSTRAINT frappe_sites_managed_by_check CHECK (((managed_by IS NULL) OR ((length(managed_by) >= 1) AND (length(managed_by) <= 512)))),
     CONSTRAINT frappe_sites_rate_limit_per_minute_check CHECK (((rate_limit_per_minute IS NULL) OR (rate_limit_per_minute > 0)))
+);
+CREATE TABLE public.message_attachments (
+    message_id uuid NOT NULL,
+    "position" smallint NOT NULL,
+    attachment_id uuid,
+    filename text NOT NULL,
+    content_type text NOT NULL,
+    content_id text
 );
 CREATE TABLE public.message_logs (
     id uuid NOT NULL,
@@ -147,7 +165,9 @@ CREATE TABLE public.message_logs (
     lease_until timestamp with time zone,
     attempt_errors jsonb DEFAULT '[]'::jsonb NOT NULL,
     send_at timestamp with time zone,
-    sender jsonb
+    sender jsonb,
+    attachment_count smallint DEFAULT 0 NOT NULL,
+    media jsonb
 );
 CREATE TABLE public.provider_accounts (
     site_id uuid NOT NULL,
@@ -177,12 +197,16 @@ CREATE TABLE public.site_metrics_daily (
     scheduled bigint DEFAULT 0 NOT NULL,
     cancelled bigint DEFAULT 0 NOT NULL
 );
+ALTER TABLE ONLY public.attachments
+    ADD CONSTRAINT attachments_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.frappe_sites
     ADD CONSTRAINT frappe_sites_key_lookup_id_key UNIQUE (key_lookup_id);
 ALTER TABLE ONLY public.frappe_sites
     ADD CONSTRAINT frappe_sites_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.frappe_sites
     ADD CONSTRAINT frappe_sites_site_name_key UNIQUE (site_name);
+ALTER TABLE ONLY public.message_attachments
+    ADD CONSTRAINT message_attachments_pkey PRIMARY KEY (message_id, "position");
 ALTER TABLE ONLY public.message_logs
     ADD CONSTRAINT message_logs_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.message_logs
@@ -193,7 +217,10 @@ ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
 ALTER TABLE ONLY public.site_metrics_daily
     ADD CONSTRAINT site_metrics_daily_pkey PRIMARY KEY (site_id, day, channel);
+CREATE INDEX attachments_created ON public.attachments USING btree (created_at);
+CREATE INDEX message_attachments_attachment ON public.message_attachments USING btree (attachment_id);
 CREATE INDEX message_logs_failed ON public.message_logs USING btree (site_id, updated_at) WHERE (status = 'FAILED'::public.message_status);
+CREATE INDEX message_logs_media_attachment ON public.message_logs USING btree ((((media ->> 'attachment_id'::text))::uuid)) WHERE (media ? 'attachment_id'::text);
 CREATE INDEX message_logs_pending_updated ON public.message_logs USING btree (updated_at) WHERE (status = 'PENDING'::public.message_status);
 CREATE INDEX message_logs_scheduled_due ON public.message_logs USING btree (send_at) WHERE (status = 'SCHEDULED'::public.message_status);
 CREATE INDEX message_logs_site_created ON public.message_logs USING btree (site_id, created_at DESC, id DESC);
@@ -204,6 +231,12 @@ CREATE TRIGGER message_logs_metrics_insert AFTER INSERT ON public.message_logs R
 CREATE TRIGGER message_logs_metrics_update AFTER UPDATE ON public.message_logs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.message_logs_metrics_on_update();
 CREATE TRIGGER message_logs_updated_at BEFORE UPDATE ON public.message_logs FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
 CREATE TRIGGER provider_accounts_updated_at BEFORE UPDATE ON public.provider_accounts FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
+ALTER TABLE ONLY public.attachments
+    ADD CONSTRAINT attachments_site_id_fkey FOREIGN KEY (site_id) REFERENCES public.frappe_sites(id) ON DELETE CASCADE;
+ALTER TABLE ONLY public.message_attachments
+    ADD CONSTRAINT message_attachments_attachment_id_fkey FOREIGN KEY (attachment_id) REFERENCES public.attachments(id) ON DELETE SET NULL;
+ALTER TABLE ONLY public.message_attachments
+    ADD CONSTRAINT message_attachments_message_id_fkey FOREIGN KEY (message_id) REFERENCES public.message_logs(id) ON DELETE CASCADE;
 ALTER TABLE ONLY public.message_logs
     ADD CONSTRAINT message_logs_site_id_fkey FOREIGN KEY (site_id) REFERENCES public.frappe_sites(id);
 ALTER TABLE ONLY public.provider_accounts

@@ -89,6 +89,20 @@ def _reseal(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _purge_attachments(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from lib.adapters import db
+    from lib.services.attachments import purge
+
+    async def run() -> int:
+        async with db.create_pool(DatabaseSettings.from_env(Env()), name="cli") as pool:
+            return await purge(pool, days=args.days)
+
+    print(f"purged {asyncio.run(run())} attachment(s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="notify", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--since", help="FAILED since this ISO 8601 timestamp (with zone)")
     again.add_argument("--channel", choices=list(CHANNELS))
     again.set_defaults(run=_replay)
+    purge = commands.add_parser("purge-attachments", help="delete the attachments no message needs any more")
+    purge.add_argument("--days", type=int, default=7, help="kept this long after their last message is final")
+    purge.set_defaults(run=_purge_attachments)
     commands.add_parser(
         "new-encryption-key", help="print a new key-encryption key (for NOTIFY_KEY_ENCRYPTION_KEYS)"
     ).set_defaults(run=_new_encryption_key)

@@ -31,6 +31,7 @@ KAFKA_BOOTSTRAP = os.environ.get("NOTIFY_TEST_KAFKA", "127.0.0.1:9092")
 ADMIN_TOKEN = "test-admin-token"
 # Test-only key-encryption key (sites' own provider keys are sealed under it); production's comes from a Secret.
 TEST_KEK = "Z3k1fLIx7C1vNxDXeCZeJvgo01otd59GWr7LOtJ3pvc="
+TEST_MEDIA_KEY = "test-media-signing-key"
 
 
 def dsn_for(database: str) -> str:
@@ -135,6 +136,7 @@ def api_settings_for(pg_dsn: str, kafka: KafkaSettings, **overrides: str) -> Api
         "DB_POOL_MAX": "20",
         "KEY_BCRYPT_ROUNDS": "4",  # test-only: production keys take 12 (tests/unit/test_settings.py)
         "NOTIFY_KEY_ENCRYPTION_KEYS": TEST_KEK,
+        "NOTIFY_MEDIA_SIGNING_KEY": TEST_MEDIA_KEY,
         **overrides,
     }
     return ApiSettings.from_env(environ)

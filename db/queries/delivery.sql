@@ -10,7 +10,8 @@ FROM (SELECT id, status AS old_status, attempts AS old_attempts
       FROM message_logs WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id FOR UPDATE) o
 WHERE m.id = o.id
   AND (m.status = 'PENDING' OR (m.status = 'PROCESSING' AND m.lease_until < now()))
-RETURNING m.id, m.site_id, m.channel::text, m.recipient, m.subject, m.body, m.html, m.metadata, m.sender, m.attempts,
+RETURNING m.id, m.site_id, m.channel::text, m.recipient, m.subject, m.body, m.html, m.metadata, m.sender,
+          m.attachment_count, m.media, m.attempts,
           o.old_status::text AS old_status, o.old_attempts;
 
 -- name: message_state

@@ -4,17 +4,32 @@
 -- message's Kafka record (its keys name the columns; the others are ignored), plus the row's own fields
 -- when it has them (the idempotency pair; send_at, and status SCHEDULED): each message is encoded once. Rows
 -- whose idempotency key was already used are skipped; the caller finds them by the ids missing from RETURNING.
-INSERT INTO message_logs
-    (id, site_id, channel, recipient, subject, body, html, metadata, idempotency_key,
-     idempotency_fingerprint, send_at, status, sender)
-SELECT message_id, site_id, channel, recipient, subject, body, html, coalesce(metadata, '{}'), idempotency_key,
-       idempotency_fingerprint, send_at, coalesce(status, 'PENDING'), sender
-FROM jsonb_to_recordset(%(rows)s::jsonb) AS t(
-    message_id uuid, site_id uuid, channel channel, recipient text, subject text, body text, html text,
-    metadata jsonb, idempotency_key text, idempotency_fingerprint text, send_at timestamptz,
-    status message_status, sender jsonb)
-ON CONFLICT (site_id, idempotency_key) DO NOTHING
-RETURNING id;
+-- A message's attachments (ids and names: the files are stored already) become its message_attachments rows in
+-- the same statement.
+WITH rows AS (
+    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS t(
+        message_id uuid, site_id uuid, channel channel, recipient text, subject text, body text, html text,
+        metadata jsonb, idempotency_key text, idempotency_fingerprint text, send_at timestamptz,
+        status message_status, sender jsonb, attachments jsonb, media jsonb)
+), inserted AS (
+    INSERT INTO message_logs
+        (id, site_id, channel, recipient, subject, body, html, metadata, idempotency_key,
+         idempotency_fingerprint, send_at, status, sender, attachment_count, media)
+    SELECT message_id, site_id, channel, recipient, subject, body, html, coalesce(metadata, '{}'), idempotency_key,
+           idempotency_fingerprint, send_at, coalesce(status, 'PENDING'), sender,
+           coalesce(jsonb_array_length(attachments), 0), media
+    FROM rows
+    ON CONFLICT (site_id, idempotency_key) DO NOTHING
+    RETURNING id
+), linked AS (
+    INSERT INTO message_attachments (message_id, position, attachment_id, filename, content_type, content_id)
+    SELECT r.message_id, f.position, (f.file->>'id')::uuid, f.file->>'filename', f.file->>'content_type',
+           f.file->>'content_id'
+    FROM rows r JOIN inserted i ON i.id = r.message_id,
+         jsonb_array_elements(r.attachments) WITH ORDINALITY AS f(file, position)
+    WHERE r.attachments IS NOT NULL
+)
+SELECT id FROM inserted;
 
 -- name: messages_by_idempotency_keys
 SELECT id, idempotency_key, idempotency_fingerprint, status::text, failure_code

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import quote
 from uuid import UUID
 
 from starlette.applications import Starlette
@@ -39,7 +40,17 @@ from lib.common.logs import tune_gc
 from lib.domain.errors import NotifyError, Unavailable
 from lib.domain.validation import check_idempotency_key, parse_notification
 from lib.domain.vocabulary import MessageStatus
-from lib.services import accepting, provider_accounts, reading, replay, scheduling, senders, site_metrics, sites
+from lib.services import (
+    accepting,
+    attachments,
+    provider_accounts,
+    reading,
+    replay,
+    scheduling,
+    senders,
+    site_metrics,
+    sites,
+)
 from lib.services.admin import AdminGate
 from lib.services.auth import Authenticator, SiteAuthenticator
 from lib.services.identity import SiteIdentity
@@ -209,8 +220,12 @@ async def send_notification(request: Request) -> Response:
     svc = services(request)
     key = check_idempotency_key(request.headers.get("idempotency-key"))
     req = parse_notification(
-        await read_json(request, svc.settings.max_body_bytes, svc.body_limits), idempotency_key=key
+        await read_json(request, svc.settings.send_body_limit, svc.body_limits),
+        idempotency_key=key,
+        attachment_limit=svc.settings.attachments_max_bytes,
     )
+    if req.content.attachments or req.content.media is not None:
+        req = await svc.acceptor.resolve_attachments(site, req)
     item = svc.acceptor.prepare(site, req)  # a refused channel or an oversized record costs no quota
     svc.quotas.take(site)
     accepted = await svc.acceptor.accept(site, item)
@@ -239,6 +254,26 @@ async def get_notification(request: Request) -> Response:
     site = await require_site(request)
     message_id = reading.parse_message_id(request.path_params["message_id"])
     return JSONResponse(await reading.get_message(services(request).pool, site, message_id))
+
+
+async def upload_attachment(request: Request) -> Response:
+    site = await require_site(request)
+    svc = services(request)
+    data = await read_json(request, svc.settings.send_body_limit, svc.body_limits)
+    return JSONResponse(
+        await attachments.upload(svc.pool, site, data, svc.settings.attachments_max_bytes), status_code=201
+    )
+
+
+async def media_file(request: Request) -> Response:
+    """A signed media link (no key: the signature is the credential), fetched by a provider."""
+    svc = services(request)
+    content, content_type, filename = await attachments.media_file(
+        svc.pool, svc.settings.media_signing_key, request.path_params["attachment_id"], request.query_params
+    )
+    disposition = f"inline; filename*=UTF-8''{quote(filename)}"
+    headers = {"Content-Disposition": disposition, "Cache-Control": "private, no-store"}
+    return Response(content, media_type=content_type, headers=headers)
 
 
 async def cancel_notification(request: Request) -> Response:
@@ -295,6 +330,8 @@ ROUTES = [
     Route("/api/v1/notifications", list_notifications, methods=["GET"]),
     Route("/api/v1/notifications/{message_id}", get_notification, methods=["GET"]),
     Route("/api/v1/notifications/{message_id}/cancel", cancel_notification, methods=["POST"]),
+    Route("/api/v1/attachments", upload_attachment, methods=["POST"]),
+    Route("/media/{attachment_id}", media_file, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics_endpoint, methods=["GET"]),
@@ -385,6 +422,7 @@ def create_app(
             settings.kafka,
             max_in_flight=settings.insert_slots,
             schedule_horizon=timedelta(days=settings.schedule_horizon_days),
+            attachment_limit=settings.attachments_max_bytes,
         )
         rotations = KeyRotations(settings.key_rotations_per_hour)
         bulk_slots = BulkSlots(settings.bulk_concurrency_per_site)
@@ -415,13 +453,14 @@ def create_app(
         scheduler = asyncio.create_task(
             scheduling.run_scheduler(pool, publisher, settings.kafka, interval_s=settings.scheduler_interval_s)
         )
+        purger = asyncio.create_task(attachments.purge_every_hour(pool, days=settings.attachment_retention_days))
         tune_gc()
         watcher = asyncio.create_task(watch_event_loop())
         try:
             yield
         finally:
             watcher.cancel()
-            for task in (sweeper, scheduler):
+            for task in (sweeper, scheduler, purger):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

@@ -6,6 +6,7 @@ from functools import cache
 from typing import Any
 
 from lib.adapters.http import MAX_HEAD_BYTES
+from lib.domain.attachments import ALLOWED_CONTENT_TYPES, MAX_ATTACHMENTS, MEDIA_KINDS
 from lib.domain.vocabulary import CHANNELS, MESSAGE_STATUSES, SITE_STATUSES, MessageStatus
 from lib.services.site_metrics import COUNTS
 from lib.services.sites import MAX_RATE
@@ -13,7 +14,7 @@ from lib.services.sites import MAX_RATE
 ERROR_CODES = {
     400: ["invalid_json", "invalid_content_length", "bad_request"],
     401: ["missing_api_key", "invalid_api_key", "admin_token_required", "invalid_admin_token"],
-    403: ["site_suspended", "channel_disabled"],
+    403: ["site_suspended", "channel_disabled", "forbidden"],
     404: ["not_found"],
     405: ["method_not_allowed"],
     408: ["request_timeout"],
@@ -99,12 +100,43 @@ SCHEMAS: dict[str, Any] = {
                 "description": "email only: one of the site's senders, by address (422 sender_not_allowed otherwise);"
                 " absent: the site's default sender, else the service's",
             },
+            "attachments": {
+                "type": "array",
+                "maxItems": MAX_ATTACHMENTS,
+                "items": _ref("AttachmentItem"),
+                "description": "email only: files, inline in base64 or uploaded before and named by id; at most"
+                " API_ATTACHMENTS_MAX_BYTES decoded together (413 too_large)",
+            },
+            "media": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["kind"],
+                "properties": {
+                    "kind": {"enum": list(MEDIA_KINDS)},
+                    "url": {"type": "string", "format": "uri", "description": "https, a public host name"},
+                    "attachment_id": {"type": "string", "format": "uuid", "description": "an upload, instead of url"},
+                    "filename": {"type": "string", "maxLength": 255, "description": "a document's file name"},
+                },
+                "description": "whatsapp only: one file the provider fetches (an upload is served to it at a signed,"
+                " expiring link); the body is its caption",
+            },
             "send_at": {
                 "type": "string",
                 "format": "date-time",
                 "description": "RFC 3339 with a time zone: the message is stored SCHEDULED and sent at that time"
                 " (at most API_SCHEDULE_HORIZON_DAYS ahead, 422 too_far); a time not in the future sends at once",
             },
+        },
+    },
+    "AttachmentItem": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "filename": {"type": "string", "maxLength": 255},
+            "content_type": {"enum": sorted(ALLOWED_CONTENT_TYPES)},
+            "content": {"type": "string", "contentEncoding": "base64", "description": "the file, base64"},
+            "attachment_id": {"type": "string", "format": "uuid", "description": "an upload's id, instead of content"},
+            "content_id": {"type": "string", "maxLength": 100, "description": "an inline image (cid:...)"},
         },
     },
     "Accepted": {
@@ -600,6 +632,65 @@ PATHS: dict[str, Any] = {
             "security": SITE_KEY,
             "parameters": [{"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"200": _json(_ref("Message"), "the message"), **_errors(*_SITE_ERRORS, 404)},
+        }
+    },
+    "/api/v1/attachments": {
+        "post": {
+            "summary": "Upload a file once, to name it by id from many sends (a newsletter's PDF)",
+            "description": "Kept ATTACHMENT_RETENTION_DAYS after the last message using it is final (or after the"
+            " upload, if none does).",
+            "security": SITE_KEY,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["filename", "content_type", "content"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "filename": {"type": "string", "maxLength": 255},
+                                "content_type": {"enum": sorted(ALLOWED_CONTENT_TYPES)},
+                                "content": {"type": "string", "contentEncoding": "base64"},
+                                "content_id": {"type": "string", "maxLength": 100},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "201": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "attachment_id": {"type": "string", "format": "uuid"},
+                            "filename": {"type": "string"},
+                            "content_type": {"type": "string"},
+                            "size": {"type": "integer"},
+                            "sha256": {"type": "string"},
+                            "created_at": _TIMESTAMP,
+                        },
+                    },
+                    "stored",
+                ),
+                **_errors(*_SITE_ERRORS, 400, 408, 413, 415, 422),
+            },
+        }
+    },
+    "/media/{attachment_id}": {
+        "get": {
+            "summary": "An uploaded file, at the signed link a provider fetches WhatsApp media from",
+            "description": "No key: the signature (HMAC-SHA256 under NOTIFY_MEDIA_SIGNING_KEY) is the credential. A"
+            " wrong or expired link is a 403 that says nothing more.",
+            "parameters": [
+                {"name": "attachment_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "expires", "in": "query", "required": True, "schema": {"type": "string"}},
+                {"name": "signature", "in": "query", "required": True, "schema": {"type": "string"}},
+            ],
+            "responses": {
+                "200": {"description": "the file, with its content type", "content": {"*/*": {}}},
+                **_errors(403, 404, 503),
+            },
         }
     },
     "/api/v1/notifications/{message_id}/cancel": {

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from lib.adapters.sealing import encryption_keys
 from lib.common.settings import DatabaseSettings, Env, KafkaSettings, Secret
+from lib.domain.attachments import DEFAULT_MAX_BYTES
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,17 @@ class ApiSettings:
     kafka_delivery_timeout_ms: int = 10_000
     stuck_pending_after_s: float = 300.0
     scheduler_interval_s: float = 1.0
-    insert_slots: int = 1
+    insert_slots: int = 2
     schedule_horizon_days: int = 30
     key_encryption_keys: tuple[Secret, ...] = ()  # seal sites' own provider keys; newest first
+    attachments_max_bytes: int = DEFAULT_MAX_BYTES  # decoded, one message's together
+    attachment_retention_days: int = 7
+    media_signing_key: Secret | None = None  # signs the links providers fetch uploaded media from
+
+    @property
+    def send_body_limit(self) -> int:
+        """/send's and /attachments' body: the usual JSON plus the attachments in base64 (4 bytes for 3)."""
+        return self.max_body_bytes + -(-self.attachments_max_bytes // 3) * 4
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ApiSettings:
@@ -76,8 +85,11 @@ class ApiSettings:
             trusted_proxies=tuple(p.strip() for p in env.text("API_TRUSTED_PROXIES", "").split(",") if p.strip()),
             kafka_delivery_timeout_ms=env.integer("KAFKA_DELIVERY_TIMEOUT_MS", 10_000, minimum=100),
             stuck_pending_after_s=env.number("STUCK_PENDING_AFTER_SECONDS", 300.0, minimum=0),
-            insert_slots=env.integer("API_INSERT_SLOTS", 1, minimum=1),
+            insert_slots=env.integer("API_INSERT_SLOTS", 2, minimum=1),
             scheduler_interval_s=env.number("API_SCHEDULER_INTERVAL_SECONDS", 1.0, minimum=0.05),
             schedule_horizon_days=env.integer("API_SCHEDULE_HORIZON_DAYS", 30, minimum=1),
             key_encryption_keys=encryption_keys(env),
+            attachments_max_bytes=env.integer("API_ATTACHMENTS_MAX_BYTES", DEFAULT_MAX_BYTES, minimum=0),
+            attachment_retention_days=env.integer("ATTACHMENT_RETENTION_DAYS", 7, minimum=1),
+            media_signing_key=Secret(key) if (key := env.text("NOTIFY_MEDIA_SIGNING_KEY", "")) else None,
         )

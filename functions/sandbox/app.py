@@ -9,12 +9,14 @@ Control side (tests, the walkthrough, ``helm test``), under ``/_sandbox`` (``fun
 - ``GET /_sandbox/calls?provider=&limit=``: every call with its status; ``GET /_sandbox/stats``: counts.
 - ``DELETE /_sandbox/messages``: forget calls, messages and counts.
 - ``GET|PUT|DELETE /_sandbox/faults/{provider}``: latency, failures, 429s, rejected recipients.
+- ``GET /_sandbox/media``: the media the fake WASender fetched for the messages it took (loopback URLs only).
 """
 
 from __future__ import annotations
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from functions.sandbox.control import Control
@@ -39,6 +41,7 @@ def build_app(settings: SandboxSettings) -> Starlette:
         Route("/v3/mail/send", sendgrid.send, methods=["POST"]),
         Route("/api/send-message", wasender.send, methods=["POST"]),
         *Control(ledgers).routes(),
+        Route("/_sandbox/media", lambda _request: JSONResponse({"items": wasender.fetched}), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

@@ -7,6 +7,9 @@ headers, and whatever an injected fault asks for).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
 import re
 import secrets
@@ -279,6 +282,44 @@ def custom_args_problems(body: dict[str, Any]) -> list[Problem]:
     return problems
 
 
+ATTACHMENT_CONTENT = "The attachment content must be base64 encoded."
+ATTACHMENT_FILENAME = "The attachment filename parameter is required."
+ATTACHMENT_DISPOSITION = "The disposition of your attachment can be either 'inline' or 'attachment'."
+ATTACHMENT_CONTENT_ID = "The content_id parameter is required if your attachment is inline."
+
+
+def _decoded(content: Any) -> bytes | None:
+    try:
+        return base64.b64decode(content, validate=True) if isinstance(content, str) and content else None
+    except (binascii.Error, ValueError):
+        return None
+
+
+def attachment_problems(body: dict[str, Any]) -> list[Problem]:
+    """v3's attachment rules: content (base64) and filename required, type optional, disposition inline or
+    attachment, and an inline one needs its content_id."""
+    attachments = body.get("attachments")
+    if attachments is None:
+        return []
+    if not isinstance(attachments, list):
+        return [_wrong_type(attachments, "array", "attachments")]
+    problems: list[Problem] = []
+    for i, item in enumerate(attachments):
+        item = item if isinstance(item, dict) else {}
+        if _decoded(item.get("content")) is None:
+            problems.append(problem(ATTACHMENT_CONTENT, f"attachments.{i}.content", "message.attachments.content"))
+        if not _text(item.get("filename")):
+            problems.append(problem(ATTACHMENT_FILENAME, f"attachments.{i}.filename", "message.attachments.filename"))
+        disposition = item.get("disposition", "attachment")
+        if disposition not in ("inline", "attachment"):
+            anchor = "message.attachments.disposition"
+            problems.append(problem(ATTACHMENT_DISPOSITION, f"attachments.{i}.disposition", anchor))
+        elif disposition == "inline" and not _text(item.get("content_id")):
+            anchor = "message.attachments.content_id"
+            problems.append(problem(ATTACHMENT_CONTENT_ID, f"attachments.{i}.content_id", anchor))
+    return problems
+
+
 def validate(body: Any) -> list[Problem]:
     """Everything SendGrid's v3 validation would refuse in this body, in SendGrid's words."""
     if not isinstance(body, dict):
@@ -289,6 +330,7 @@ def validate(body: Any) -> list[Problem]:
         *subject_problems(body),
         *content_problems(body),
         *custom_args_problems(body),
+        *attachment_problems(body),
     ]
 
 
@@ -307,6 +349,19 @@ def summary(body: Any) -> Record:
         custom_args.update(args if isinstance(args, dict) else {})
     sender = body.get("from")
     reply_to = body.get("reply_to")
+    files = []
+    for item in _objects(body.get("attachments")):
+        data = _decoded(item.get("content")) or b""
+        files.append(
+            {
+                "filename": item.get("filename"),
+                "type": item.get("type"),
+                "disposition": item.get("disposition", "attachment"),
+                "content_id": item.get("content_id"),
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        )
     return {
         **found,
         "from": sender.get("email") if isinstance(sender, dict) else None,
@@ -316,6 +371,7 @@ def summary(body: Any) -> Record:
         "text": content.get("text/plain"),
         "html": content.get("text/html"),
         "custom_args": custom_args,
+        "attachments": files,
     }
 
 

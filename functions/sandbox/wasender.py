@@ -7,12 +7,16 @@ Refused: ``{"success": false, "message", "errors"?}`` (401 missing or wrong key,
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import itertools
 import re
 import time
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 from starlette.responses import JSONResponse, Response
 
 from functions.sandbox.calls import Arrival, FakeEndpoint, Refusals
@@ -22,7 +26,8 @@ from lib.common.settings import Secret
 MAX_BYTES = 10 * 1024 * 1024  # the sandbox's own guard: WASender documents no body limit
 RATE_LIMIT = 256  # WASender's paid plans: requests per minute on the send endpoint
 MEDIA = ("imageUrl", "videoUrl", "documentUrl", "audioUrl", "stickerUrl", "contact", "location")
-KNOWN = frozenset({"to", "text", *MEDIA})
+KNOWN = frozenset({"to", "text", "fileName", *MEDIA})
+FETCHABLE_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})  # the sandbox reaches nothing off this machine
 TO_REQUIRED = "The to field is required."
 TO_INVALID = "The to field must be a phone number in E.164 format, a group JID or a channel JID."
 TEXT_REQUIRED = "The text field is required when no media is present."
@@ -91,6 +96,7 @@ def summary(body: Any) -> Record:
         "to": [to] if isinstance(to, str) else [],
         "text": body.get("text"),
         "media": {m: body[m] for m in MEDIA if m in body},
+        "file_name": body.get("fileName"),
         "extra": {k: v for k, v in body.items() if k not in KNOWN},
     }
 
@@ -112,6 +118,8 @@ class WASenderFake(FakeEndpoint):
         super().__init__(ledger, api_key)
         # Integers, as WASender's msgId; started from the clock so a restarted sandbox does not reuse them.
         self._ids = itertools.count(int(time.time() * 1000))
+        self.fetched: list[dict[str, Any]] = []  # what it fetched of each message's media, as WASender does
+        self._fetching: set[asyncio.Task[None]] = set()
 
     def answer(self, arrival: Arrival) -> Response:
         received_at, raw, body = arrival.received_at, arrival.raw, arrival.body
@@ -124,6 +132,35 @@ class WASenderFake(FakeEndpoint):
                 received_at, raw, invalid(faults.reject_status, {"to": [NOT_ON_WHATSAPP]}), account=arrival.account
             )
         msg_id = next(self._ids)
+        for field in ("imageUrl", "videoUrl", "documentUrl", "audioUrl"):
+            if isinstance(body.get(field), str):
+                task = asyncio.get_running_loop().create_task(self._fetch(msg_id, field, body[field]))
+                self._fetching.add(task)
+                task.add_done_callback(self._fetching.discard)
         data = {"msgId": msg_id, "jid": body["to"], "status": "in_progress"}
         response = JSONResponse({"success": True, "data": data})
         return self._ledger.answer(received_at, raw, response, provider_message_id=str(msg_id), account=arrival.account)
+
+    async def _fetch(self, msg_id: int, field: str, url: str) -> None:
+        """Fetch a message's media as the provider would, from this machine only; record what came back."""
+        record: dict[str, Any] = {"msg_id": msg_id, "field": field, "url": url, "fetched_at": time.time()}
+        if urlsplit(url).hostname not in FETCHABLE_HOSTS:
+            self.fetched.append(
+                {**record, "status": None, "note": "not fetched: the sandbox reaches this machine only"}
+            )
+            return
+        try:
+            async with httpx.AsyncClient(timeout=10, follow_redirects=False) as client:
+                response = await client.get(url)
+        except httpx.HTTPError as exc:
+            self.fetched.append({**record, "status": None, "note": f"fetch failed: {exc!r}"})
+            return
+        self.fetched.append(
+            {
+                **record,
+                "status": response.status_code,
+                "content_type": response.headers.get("content-type"),
+                "size": len(response.content),
+                "sha256": hashlib.sha256(response.content).hexdigest(),
+            }
+        )

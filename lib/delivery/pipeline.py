@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, TypeVar
@@ -39,7 +39,7 @@ from lib.delivery.metrics import (
 )
 from lib.delivery.store import Store
 from lib.domain.errors import NotifyError
-from lib.domain.notification import NotificationRecord, OutgoingMessage
+from lib.domain.notification import NotificationRecord, OutgoingFile, OutgoingMessage
 from lib.domain.vocabulary import Channel, MessageStatus
 
 T = TypeVar("T")
@@ -170,6 +170,10 @@ async def _wait_for_turn(ctx: DeliveryContext, account: Account, message_id: uui
 
 
 async def _call(ctx: DeliveryContext, account: Account, message: OutgoingMessage) -> str:
+    if any(f.content is None for f in message.files):
+        raise DeliveryError(
+            "an attachment of this message was purged after its retention", code="attachment_expired", temporary=False
+        )
     started = time.perf_counter()
     try:
         return await account.provider.send(message)
@@ -268,6 +272,9 @@ async def _claim_and_deliver(delivery: Delivery) -> Outcome:
         DELIVERIES.labels(ctx.channel, "skipped").inc()
         return Outcome.SKIPPED
     delivery.message = OutgoingMessage.from_row(row)  # the row, never the record: see lib.domain.notification
+    if row.get("attachment_count"):
+        files = await ctx.store.attachment_files(delivery.message_id)
+        delivery.message = replace(delivery.message, files=tuple(OutgoingFile(**f) for f in files))
     delivery.account = await ctx.account_for(delivery.message.site_id)
     delivery.attempts = row["attempts"]
     if row["old_status"] == MessageStatus.PROCESSING and row["old_attempts"] > 0:

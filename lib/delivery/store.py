@@ -24,6 +24,7 @@ class Store(Protocol):
     async def mark_unknown_failed(self, message_id: uuid.UUID, code: str, error: str) -> None: ...
     async def release(self, message_ids: list[uuid.UUID]) -> None: ...
     async def mark_sent(self, message_id: uuid.UUID, provider_message_id: str) -> bool: ...
+    async def attachment_files(self, message_id: uuid.UUID) -> list[dict[str, Any]]: ...
 
 
 class DeliveryStore:
@@ -73,6 +74,9 @@ class DeliveryStore:
 
     async def mark_unknown_failed(self, message_id: uuid.UUID, code: str, error: str) -> None:
         await self._one("mark_unknown_failed", id=message_id, code=code, error=error)
+
+    async def attachment_files(self, message_id: uuid.UUID) -> list[dict[str, Any]]:
+        return await db.fetch_all(self.pool, "message_attachment_files", {"id": message_id})
 
     async def release(self, message_ids: list[uuid.UUID]) -> None:
         await db.execute(self.pool, "release_claims", {"ids": message_ids, "worker": self.worker_id})

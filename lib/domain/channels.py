@@ -31,6 +31,8 @@ class ChannelRules:
     subject_required: bool
     html_allowed: bool
     sender_allowed: bool  # ``from`` names one of the site's senders
+    attachments_allowed: bool
+    media_allowed: bool  # ``media``: one image, video, document or audio the provider fetches by URL
     reply_to: bool  # metadata.reply_to is the message's Reply-To address (checked as one)
 
 
@@ -43,6 +45,8 @@ RULES: dict[Channel, ChannelRules] = {
         subject_required=True,
         html_allowed=True,
         sender_allowed=True,
+        attachments_allowed=True,
+        media_allowed=False,
         reply_to=True,
     ),
     Channel.WHATSAPP: ChannelRules(
@@ -53,6 +57,8 @@ RULES: dict[Channel, ChannelRules] = {
         subject_required=False,
         html_allowed=False,
         sender_allowed=False,  # a WhatsApp message goes out from its session's number
+        attachments_allowed=False,  # WhatsApp media is another shape (a URL the provider fetches)
+        media_allowed=True,
         reply_to=False,
     ),
 }

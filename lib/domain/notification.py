@@ -25,6 +25,7 @@ from typing import Any
 from uuid import UUID
 
 from lib.domain.addresses import Sender
+from lib.domain.attachments import AttachmentSpec, MediaSpec
 from lib.domain.vocabulary import Channel
 
 WIRE_VERSION = 1
@@ -38,6 +39,8 @@ class Content:
     html: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     sender: Sender | None = None  # email: who it is from (None: the worker's global sender)
+    attachments: tuple[AttachmentSpec, ...] = ()  # email: the files it carries (their content is stored apart)
+    media: MediaSpec | None = None  # whatsapp: an image, video, document or audio; the body is its caption
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Content:
@@ -48,12 +51,34 @@ class Content:
             row.get("html"),
             row.get("metadata") or {},
             Sender.from_json(row.get("sender")),
+            tuple(_attachment_refs(row.get("attachments"))),
+            MediaSpec.from_json(row.get("media")),
         )
 
     def is_ascii(self) -> bool:
         name = self.sender.name if self.sender is not None else None
-        texts = (self.recipient, self.body, self.subject, self.html, name)
+        media = (self.media.url, self.media.filename) if self.media is not None else ()
+        texts = (
+            self.recipient,
+            self.body,
+            self.subject,
+            self.html,
+            name,
+            *media,
+            *(a.filename for a in self.attachments),
+        )
         return all(t is None or t.isascii() for t in texts)
+
+
+def _attachment_refs(data: Any) -> list[AttachmentSpec]:
+    """A record's attachments (ids and names, never content)."""
+    if not isinstance(data, list):
+        return []
+    return [
+        AttachmentSpec(UUID(a["id"]), a.get("filename"), a.get("content_type"), a.get("content_id"))
+        for a in data
+        if isinstance(a, dict) and isinstance(a.get("id"), str)
+    ]
 
 
 @dataclass(frozen=True)
@@ -79,8 +104,10 @@ class NotificationRequest:
         # send_at and from join the list only when given, so the fingerprints stored before they existed match.
         when = [self.send_at.isoformat()] if self.send_at is not None else []
         sender = [c.sender.to_json()] if c.sender is not None else []
+        files = [[a.identity() for a in c.attachments]] if c.attachments else []
+        media = [c.media.to_json()] if c.media is not None else []
         canonical = json.dumps(
-            [self.channel, c.recipient, c.subject, c.body, c.html, c.metadata, *when, *sender],
+            [self.channel, c.recipient, c.subject, c.body, c.html, c.metadata, *when, *sender, *files, *media],
             sort_keys=True,
             separators=(",", ":"),
         )
@@ -117,7 +144,7 @@ class NotificationRecord:
         # Spelled out rather than dataclasses.asdict, which deep-copies: this runs once per message.
         # The record is flat on the wire: the content's fields sit beside the ids.
         c = self.content
-        fields = {
+        fields: dict[str, Any] = {
             "message_id": self.message_id,
             "site_id": self.site_id,
             "channel": self.channel,
@@ -131,6 +158,10 @@ class NotificationRecord:
         }
         if c.sender is not None:
             fields["sender"] = c.sender.to_json()
+        if c.attachments:
+            fields["attachments"] = [a.to_json() for a in c.attachments]
+        if c.media is not None:
+            fields["media"] = c.media.to_json()
         # Text that is not ASCII goes out as UTF-8, not \u-escaped (an escaped "é" took 6 bytes, and a record
         # three times its text's size); ASCII text takes the escaping encoder, CPython's faster one (2.3x for 16 kB).
         return json.dumps(fields, separators=(",", ":"), ensure_ascii=c.is_ascii())
@@ -159,12 +190,23 @@ class NotificationRecord:
 
 
 @dataclass(frozen=True)
+class OutgoingFile:
+    """An attachment as a provider call carries it; ``content`` None: it was purged after its retention."""
+
+    filename: str
+    content_type: str
+    content_id: str | None
+    content: bytes | None
+
+
+@dataclass(frozen=True)
 class OutgoingMessage:
-    """A provider call: always the claimed row's content, never a record's copy."""
+    """A provider call: always the claimed row's content, never a record's copy; its files read with it."""
 
     message_id: str
     site_id: str
     content: Content
+    files: tuple[OutgoingFile, ...] = ()
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> OutgoingMessage:

@@ -9,8 +9,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lib.domain.addresses import NAME_LIMIT, Sender, ascii_email, is_email_address
+from lib.domain.attachments import (
+    DEFAULT_MAX_BYTES,
+    AttachmentSpec,
+    MediaSpec,
+    inline_bytes,
+    parse_attachments,
+    parse_media,
+)
 from lib.domain.channels import RULES
-from lib.domain.errors import ValidationFailed
+from lib.domain.errors import PayloadTooLarge, ValidationFailed
 from lib.domain.notification import Content, NotificationRequest
 from lib.domain.vocabulary import CHANNELS, Channel
 
@@ -33,6 +41,8 @@ _ALLOWED_FIELDS = {
     "idempotency_key",
     "send_at",
     "from",
+    "attachments",
+    "media",
 }
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 # A header line (the subject) takes no line breaks of any kind: C0/C1 controls (CR, LF, VT, FF, NEL ...) and the
@@ -186,7 +196,14 @@ def parse_sender(value: Any, field_name: str, problems: Problems, *, with_reply_
     return Sender(address, name, reply_to) if address is not None else None
 
 
-def parse_notification(data: Any, *, idempotency_key: str | None = None) -> NotificationRequest:
+def attachments_too_large(size: int, limit: int) -> PayloadTooLarge:
+    message = f"the attachments are {size} bytes, over the limit of {limit} bytes (decoded, all of them together)"
+    return PayloadTooLarge(message, details=[{"field": "attachments", "code": "too_large", "message": message}])
+
+
+def parse_notification(
+    data: Any, *, idempotency_key: str | None = None, attachment_limit: int = DEFAULT_MAX_BYTES
+) -> NotificationRequest:
     """Validate one item; raise ValidationFailed listing every problem found."""
     problems = Problems()
     if not isinstance(data, dict):
@@ -244,8 +261,24 @@ def parse_notification(data: Any, *, idempotency_key: str | None = None) -> Noti
             )
         else:
             sender = parse_sender(data["from"], "from", problems)
+    attachments: tuple[AttachmentSpec, ...] = ()
+    if data.get("attachments") is not None:
+        if rules is not None and not rules.attachments_allowed:
+            allowed = ", ".join(c for c, r in RULES.items() if r.attachments_allowed)
+            problems.add("attachments", "not_supported", f"attachments are only for {allowed}")
+        else:
+            attachments = parse_attachments(data["attachments"], problems)
+    media: MediaSpec | None = None
+    if data.get("media") is not None:
+        if rules is not None and not rules.media_allowed:
+            allowed = ", ".join(c for c, r in RULES.items() if r.media_allowed)
+            problems.add("media", "not_supported", f"media is only for {allowed} (email takes attachments)")
+        else:
+            media = parse_media(data["media"], problems)
     if problems.items:
         raise ValidationFailed("the notification is not valid", details=problems.items)
+    if (size := inline_bytes(attachments)) > attachment_limit:
+        raise attachments_too_large(size, attachment_limit)
     assert recipient is not None and body is not None and isinstance(channel, str)
-    content = Content(recipient, body, subject, html, metadata, sender)
+    content = Content(recipient, body, subject, html, metadata, sender, attachments, media)
     return NotificationRequest(Channel(channel), content, idempotency_key or item_key, send_at)

@@ -231,6 +231,7 @@ def test_by_default_the_workers_deliver_to_the_real_providers_and_no_sandbox_run
         "admin-token",
         "postgres-password",
         "key-encryption-keys",
+        "media-signing-key",
     }  # no fake provider keys
 
 
@@ -369,6 +370,7 @@ def test_generated_secret_is_kept_and_reused() -> None:
         "sendgrid-api-key",
         "wasender-api-key",
         "key-encryption-keys",
+        "media-signing-key",
     }
     assert not by_kind(render((str(PRODUCTION_VALUES),)), "Secret"), "every secret of production is an existing Secret"
 

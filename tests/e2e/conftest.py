@@ -16,7 +16,7 @@ import pytest
 from bench.common import free_port
 from lib.adapters.kafka import drop_topics, ensure_topics
 from lib.common.settings import KafkaSettings
-from tests.conftest import ADMIN_TOKEN, KAFKA_BOOTSTRAP, TEST_KEK
+from tests.conftest import ADMIN_TOKEN, KAFKA_BOOTSTRAP, TEST_KEK, TEST_MEDIA_KEY
 from tests.processes import Deployable
 
 SENDGRID_KEY = "SG.e2e-sendgrid-key"
@@ -74,6 +74,7 @@ class Stack:
             "NOTIFY_TOPIC_PREFIX": self.kafka.topic_prefix,
             "LOG_LEVEL": "INFO",
             "NOTIFY_KEY_ENCRYPTION_KEYS": TEST_KEK,
+            "NOTIFY_MEDIA_SIGNING_KEY": TEST_MEDIA_KEY,
         }
         port = free_port()
         self.api_url = f"http://127.0.0.1:{port}"
@@ -112,6 +113,7 @@ class Stack:
             "SENDGRID_FROM": "notify@example.com",
             "WASENDER_API_KEY": WASENDER_KEY,
             "WASENDER_API_URL": f"{sandbox_url}/api",
+            "NOTIFY_PUBLIC_API_URL": self.api_url,  # where the fake WASender fetches uploaded media
             **overrides,
         }
         health = f"http://{place.host}:{port}/healthz"

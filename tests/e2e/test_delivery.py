@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
 import json
+import os
 import time
 import uuid
 from collections import Counter
@@ -270,3 +273,94 @@ def test_each_site_sends_as_itself(stack: Stack) -> None:
         ("buero@xn--mnchen-3ya.example", "Büro", None),  # the IDN domain in its ASCII form
         ("notify@example.com", None, None),  # a site without senders: the service's own
     ]
+
+
+def test_a_10_mb_pdf_and_an_inline_image_arrive_intact(stack: Stack) -> None:
+    stack.worker("email")
+    site = stack.register()
+    pdf = b"%PDF-1.7\n" + os.urandom(10_000_000 - 9)  # 10 MB, random: nothing compresses or dedupes it
+    logo = b"\x89PNG\r\n\x1a\n" + os.urandom(2000)
+    message_id = send(
+        stack,
+        site,
+        {
+            **emails(1, "invoice")[0],
+            "html": '<p>Invoice</p><img src="cid:logo">',
+            "attachments": [
+                {
+                    "filename": "SINV-0001.pdf",
+                    "content_type": "application/pdf",
+                    "content": base64.b64encode(pdf).decode(),
+                },
+                {
+                    "filename": "logo.png",
+                    "content_type": "image/png",
+                    "content": base64.b64encode(logo).decode(),
+                    "content_id": "logo",
+                },
+            ],
+        },
+    )
+    assert stack.wait_until([message_id], is_final, timeout_s=60)[message_id]["status"] == "SENT"
+    [mail] = sandbox(stack, "messages", "sendgrid")
+    assert mail["attachments"] == [
+        {
+            "filename": "SINV-0001.pdf",
+            "type": "application/pdf",
+            "disposition": "attachment",
+            "content_id": None,
+            "size": len(pdf),
+            "sha256": hashlib.sha256(pdf).hexdigest(),
+        },
+        {
+            "filename": "logo.png",
+            "type": "image/png",
+            "disposition": "inline",
+            "content_id": "logo",
+            "size": len(logo),
+            "sha256": hashlib.sha256(logo).hexdigest(),
+        },
+    ]
+
+
+def test_a_whatsapp_document_is_fetched_by_the_provider_from_its_signed_link(stack: Stack) -> None:
+    stack.worker("whatsapp")
+    site = stack.register()
+    pdf = b"%PDF-1.7\n" + os.urandom(300_000)
+    upload = stack.http.post(
+        "/api/v1/attachments",
+        json={
+            "filename": "SINV-0002.pdf",
+            "content_type": "application/pdf",
+            "content": base64.b64encode(pdf).decode(),
+        },
+        headers={"X-Site-Key": site["X-Site-Key"]},
+    )
+    assert upload.status_code == 201, upload.text
+    message_id = send(
+        stack,
+        site,
+        {
+            "channel": "whatsapp",
+            "recipient": "+14155550199",
+            "body": "Your invoice",
+            "media": {"kind": "document", "attachment_id": upload.json()["attachment_id"]},
+        },
+    )
+    assert stack.wait_until([message_id], is_final)[message_id]["status"] == "SENT"
+    [chat] = sandbox(stack, "messages", "wasender")
+    assert chat["text"] == "Your invoice" and chat["file_name"] == "SINV-0002.pdf"
+    link = chat["media"]["documentUrl"]
+    assert link.startswith(f"{stack.api_url}/media/{upload.json()['attachment_id']}?expires=")
+
+    def fetched() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = httpx.get(f"{stack.sandbox_url}/_sandbox/media").json()["items"]
+        return [f for f in items if f["url"] == link]
+
+    deadline = time.monotonic() + 10
+    while not fetched() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    [got] = fetched()
+    assert (got["status"], got["size"], got["sha256"]) == (200, len(pdf), hashlib.sha256(pdf).hexdigest())
+    tampered = link.replace("signature=", "signature=0")
+    assert httpx.get(tampered).status_code == 403

@@ -1,14 +1,19 @@
-"""Email addresses in ASCII form (IDN), display-name quoting, and a site's sender policy."""
+"""Email addresses in ASCII form (IDN), display-name quoting, a site's sender policy; media URLs and signed links."""
 
 from __future__ import annotations
 
 import email.headerregistry
 import email.policy
+import uuid
 from email.message import EmailMessage
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from lib.common.settings import Secret
 from lib.domain.addresses import Sender, SenderPolicy, ascii_email, is_email_address, quoted_display_name
+from lib.domain.attachments import media_url_problem
+from lib.domain.media_links import LINK_TTL_S, link_is_valid, signed_link
 
 
 @pytest.mark.parametrize(
@@ -71,3 +76,36 @@ def test_a_policy_resolves_requested_senders() -> None:
     assert SenderPolicy().resolve(None) is None  # no senders: the global default
     assert not SenderPolicy().allows(Sender("billing@acme.example"))
     assert SenderPolicy.from_json(policy.to_json()) == policy
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://cdn.acme.example/invoice.pdf", True),
+        ("https://xn--bcher-kva.example/a.png?x=1", True),
+        ("http://cdn.acme.example/a.png", False),
+        ("https://user:pw@cdn.acme.example/a.png", False),
+        ("https://127.0.0.1/a.png", False),
+        ("https://[::1]/a.png", False),
+        ("https://169.254.169.254/latest/meta-data", False),
+        ("https://localhost/a.png", False),
+        ("file:///etc/passwd", False),
+        ("https://" + "a" * 2100 + ".example/", False),
+    ],
+)
+def test_a_media_url_is_https_on_a_public_host_name(url: str, ok: bool) -> None:
+    assert (media_url_problem(url) is None) == ok
+
+
+def test_signed_media_links_expire_and_name_one_file() -> None:
+    key, file_id, other = Secret("k"), uuid.uuid4(), uuid.uuid4()
+    link = signed_link("https://notify.example.com/", key, file_id, now=1000.0)
+    query = parse_qs(urlsplit(link).query)
+    expires, signature = query["expires"][0], query["signature"][0]
+    assert urlsplit(link).path == f"/media/{file_id}" and expires == str(1000 + LINK_TTL_S)
+    assert link_is_valid(key, file_id, expires, signature, now=1000.0)
+    assert not link_is_valid(key, file_id, expires, signature, now=1000.0 + LINK_TTL_S + 1)  # expired
+    assert not link_is_valid(key, other, expires, signature, now=1000.0)  # another file
+    assert not link_is_valid(Secret("other"), file_id, expires, signature, now=1000.0)
+    assert not link_is_valid(key, file_id, str(int(expires) + 3600), signature, now=1000.0)  # a longer life forged
+    assert not link_is_valid(key, file_id, "१२", signature, now=0.0)  # digits only in ASCII

@@ -38,6 +38,9 @@ class MemoryStore:
         self.rows = {row["id"]: row}
         self.errors: list[dict[str, Any]] = []
 
+    async def attachment_files(self, message_id: uuid.UUID) -> list[dict[str, Any]]:
+        return []
+
     async def claim(self, message_id: uuid.UUID) -> dict[str, Any] | None:
         row = self.rows.get(message_id)
         if row is None or row["status"] != MessageStatus.PENDING:

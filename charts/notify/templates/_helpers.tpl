@@ -89,6 +89,29 @@ app.kubernetes.io/part-of: notify
 {{- end }}
 {{- end }}
 
+{{- /* NOTIFY_MEDIA_SIGNING_KEY: signs the links a provider fetches uploaded media from (workers), checked by the API. */}}
+{{- define "notify.mediaSigningEnv" -}}
+- name: NOTIFY_MEDIA_SIGNING_KEY
+  valueFrom:
+    secretKeyRef:
+{{- if .Values.mediaSigning.existingSecret }}
+      name: {{ .Values.mediaSigning.existingSecret }}
+      key: {{ .Values.mediaSigning.existingSecretKey }}
+{{- else }}
+      name: {{ include "notify.generatedSecretName" . }}
+      key: media-signing-key
+{{- end }}
+{{- end }}
+
+{{- /* The API's public address (operator.publicApiUrl, else the Ingress's first host): where providers fetch media. */}}
+{{- define "notify.publicApiUrl" -}}
+{{- if .Values.operator.publicApiUrl -}}
+{{ .Values.operator.publicApiUrl }}
+{{- else if .Values.api.ingress.enabled -}}
+https://{{ (first .Values.api.ingress.hosts).host }}
+{{- end -}}
+{{- end }}
+
 {{- /* NOTIFY_KEY_ENCRYPTION_KEYS: seals sites' own provider keys (API) and opens them (workers). */}}
 {{- define "notify.keyEncryptionEnv" -}}
 - name: NOTIFY_KEY_ENCRYPTION_KEYS

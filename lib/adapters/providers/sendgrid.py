@@ -7,11 +7,24 @@ a new connection per call, which would need a thread per in-flight message.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, replace
 from typing import Any, Self
 
 import httpx
-from sendgrid.helpers.mail import CustomArg, From, Mail, ReplyTo, To
+from sendgrid.helpers.mail import (
+    Attachment,
+    ContentId,
+    CustomArg,
+    Disposition,
+    FileContent,
+    FileName,
+    FileType,
+    From,
+    Mail,
+    ReplyTo,
+    To,
+)
 
 from lib.adapters.providers import error_for_response, error_for_transport, http_client
 from lib.common.settings import ConfigError, Env, Secret
@@ -64,6 +77,18 @@ def mail_body(settings: SendGridSettings, message: OutgoingMessage) -> dict[str,
     reply_to = content.metadata.get("reply_to") or sender.reply_to
     if isinstance(reply_to, str) and "@" in reply_to:
         mail.reply_to = ReplyTo(reply_to)
+    # A file with a content-id is an inline image (the html shows it as cid:...); the others are attached. The
+    # helper puts each one added first in the list: added last to first, they go out in the message's order.
+    for file in reversed(message.files):
+        mail.add_attachment(
+            Attachment(
+                FileContent(base64.b64encode(file.content or b"").decode()),
+                FileName(file.filename),
+                FileType(file.content_type),
+                Disposition("inline" if file.content_id else "attachment"),
+                ContentId(file.content_id) if file.content_id else None,
+            )
+        )
     # custom_args come back in SendGrid's event webhooks: how a later DELIVERED/BOUNCED finds the message.
     mail.custom_arg = [CustomArg("notify_message_id", message.message_id), CustomArg("notify_site_id", message.site_id)]
     body: dict[str, Any] = mail.get()
