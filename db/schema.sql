@@ -197,6 +197,14 @@ CREATE TABLE public.site_metrics_daily (
     scheduled bigint DEFAULT 0 NOT NULL,
     cancelled bigint DEFAULT 0 NOT NULL
 );
+CREATE TABLE public.whatsapp_sessions (
+    site_id uuid NOT NULL,
+    session_id bigint NOT NULL,
+    phone_number text NOT NULL,
+    status text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL
+);
 ALTER TABLE ONLY public.attachments
     ADD CONSTRAINT attachments_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.frappe_sites
@@ -217,6 +225,10 @@ ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
 ALTER TABLE ONLY public.site_metrics_daily
     ADD CONSTRAINT site_metrics_daily_pkey PRIMARY KEY (site_id, day, channel);
+ALTER TABLE ONLY public.whatsapp_sessions
+    ADD CONSTRAINT whatsapp_sessions_pkey PRIMARY KEY (site_id);
+ALTER TABLE ONLY public.whatsapp_sessions
+    ADD CONSTRAINT whatsapp_sessions_session_id_key UNIQUE (session_id);
 CREATE INDEX attachments_created ON public.attachments USING btree (created_at);
 CREATE INDEX message_attachments_attachment ON public.message_attachments USING btree (attachment_id);
 CREATE INDEX message_logs_failed ON public.message_logs USING btree (site_id, updated_at) WHERE (status = 'FAILED'::public.message_status);
@@ -231,6 +243,7 @@ CREATE TRIGGER message_logs_metrics_insert AFTER INSERT ON public.message_logs R
 CREATE TRIGGER message_logs_metrics_update AFTER UPDATE ON public.message_logs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.message_logs_metrics_on_update();
 CREATE TRIGGER message_logs_updated_at BEFORE UPDATE ON public.message_logs FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
 CREATE TRIGGER provider_accounts_updated_at BEFORE UPDATE ON public.provider_accounts FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
+CREATE TRIGGER whatsapp_sessions_updated_at BEFORE UPDATE ON public.whatsapp_sessions FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
 ALTER TABLE ONLY public.attachments
     ADD CONSTRAINT attachments_site_id_fkey FOREIGN KEY (site_id) REFERENCES public.frappe_sites(id) ON DELETE CASCADE;
 ALTER TABLE ONLY public.message_attachments
@@ -243,3 +256,5 @@ ALTER TABLE ONLY public.provider_accounts
     ADD CONSTRAINT provider_accounts_site_id_fkey FOREIGN KEY (site_id) REFERENCES public.frappe_sites(id) ON DELETE CASCADE;
 ALTER TABLE ONLY public.site_metrics_daily
     ADD CONSTRAINT site_metrics_daily_site_id_fkey FOREIGN KEY (site_id) REFERENCES public.frappe_sites(id);
+ALTER TABLE ONLY public.whatsapp_sessions
+    ADD CONSTRAINT whatsapp_sessions_site_id_fkey FOREIGN KEY (site_id) REFERENCES public.frappe_sites(id) ON DELETE CASCADE;

@@ -28,12 +28,16 @@ SENDGRID_KEY = "SG.sandbox-test-key"
 WASENDER_KEY = "wasender-test-key"
 BAD_GRANT = "The provided authorization grant is invalid, expired, or revoked"
 HELP = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html#"
+WASENDER_PAT = "sandbox-test-pat"
 
 
 @pytest.fixture(scope="module")
 def sandbox_url() -> Iterator[str]:
     settings = SandboxSettings(
-        sendgrid_api_key=Secret(SENDGRID_KEY), wasender_api_key=Secret(WASENDER_KEY), max_records=1000
+        sendgrid_api_key=Secret(SENDGRID_KEY),
+        wasender_api_key=Secret(WASENDER_KEY),
+        wasender_personal_access_token=Secret(WASENDER_PAT),
+        max_records=1000,
     )
     config = uvicorn.Config(build_app(settings), host="127.0.0.1", port=0, log_config=None, access_log=False)
     server = uvicorn.Server(config)

@@ -26,3 +26,20 @@ SELECT site_id, channel::text, sealed_key FROM provider_accounts ORDER BY site_i
 -- name: reseal_provider_key
 UPDATE provider_accounts SET sealed_key = %(sealed_key)s
 WHERE site_id = %(site_id)s AND channel = %(channel)s::channel AND sealed_key = %(old_sealed_key)s;
+
+-- name: whatsapp_session_of_site
+SELECT s.site_id, s.session_id, s.phone_number, s.status, s.created_at, s.updated_at
+FROM whatsapp_sessions s JOIN frappe_sites f ON f.id = s.site_id WHERE f.site_name = %(site_name)s;
+
+-- name: insert_whatsapp_session
+INSERT INTO whatsapp_sessions (site_id, session_id, phone_number, status)
+SELECT id, %(session_id)s, %(phone_number)s, %(status)s FROM frappe_sites WHERE site_name = %(site_name)s
+ON CONFLICT (site_id) DO NOTHING
+RETURNING site_id, session_id, phone_number, status, created_at, updated_at;
+
+-- name: set_whatsapp_session_status
+UPDATE whatsapp_sessions SET status = %(status)s WHERE session_id = %(session_id)s
+RETURNING site_id, session_id, phone_number, status, created_at, updated_at;
+
+-- name: delete_whatsapp_session
+DELETE FROM whatsapp_sessions WHERE session_id = %(session_id)s;

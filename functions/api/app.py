@@ -35,6 +35,7 @@ from lib.adapters.http import (
     watch_event_loop,
 )
 from lib.adapters.kafka import Publisher, sized_for_topics, topic_max_message_bytes
+from lib.adapters.providers.wasender_sessions import WASenderSessions
 from lib.adapters.sealing import Sealer
 from lib.common.logs import tune_gc
 from lib.domain.errors import NotifyError, Unavailable
@@ -50,6 +51,7 @@ from lib.services import (
     senders,
     site_metrics,
     sites,
+    whatsapp_sessions,
 )
 from lib.services.admin import AdminGate
 from lib.services.auth import Authenticator, SiteAuthenticator
@@ -190,6 +192,35 @@ async def admin_provider_accounts(request: Request) -> Response:
 async def site_provider_accounts(request: Request) -> Response:
     site = await require_site(request)
     return JSONResponse(await provider_accounts.accounts_of(services(request).pool, site.site_id))
+
+
+def wasender_sessions(request: Request) -> WASenderSessions:
+    return WASenderSessions(services(request).settings.wasender)
+
+
+async def admin_whatsapp_session(request: Request) -> Response:
+    require_admin(request)
+    svc = services(request)
+    name = sites.check_site_name(request.path_params["site_name"])
+    if request.method == "GET":
+        return JSONResponse(await whatsapp_sessions.status(svc.pool, wasender_sessions(request), name))
+    if request.method == "DELETE":
+        await whatsapp_sessions.delete(svc.pool, wasender_sessions(request), name)
+        return Response(status_code=204)
+    data = await read_json(request, svc.settings.max_body_bytes, svc.body_limits)
+    created = await whatsapp_sessions.create(svc.pool, svc.sealer, wasender_sessions(request), name, data)
+    return JSONResponse(created, status_code=201)
+
+
+async def admin_whatsapp_session_connect(request: Request) -> Response:
+    require_admin(request)
+    name = sites.check_site_name(request.path_params["site_name"])
+    return JSONResponse(await whatsapp_sessions.connect(services(request).pool, wasender_sessions(request), name))
+
+
+async def site_whatsapp_session(request: Request) -> Response:
+    site = await require_site(request)
+    return JSONResponse(await whatsapp_sessions.stored(services(request).pool, site.site_name))
 
 
 async def site_senders(request: Request) -> Response:
@@ -341,11 +372,16 @@ ROUTES = [
     Route("/api/v1/site/me", site_me, methods=["GET"]),
     Route("/api/v1/site/senders", site_senders, methods=["GET"]),
     Route("/api/v1/site/provider-accounts", site_provider_accounts, methods=["GET"]),
+    Route("/api/v1/site/whatsapp-session", site_whatsapp_session, methods=["GET"]),
     Route("/api/v1/admin/sites", admin_list_sites, methods=["GET"]),
     Route("/api/v1/admin/sites/{site_name}", admin_site, methods=["GET", "PATCH"]),
     Route("/api/v1/admin/sites/{site_name}/rotate-key", admin_rotate_key, methods=["POST"]),
     Route("/api/v1/admin/sites/{site_name}/senders", admin_site_senders, methods=["GET", "PUT"]),
     Route("/api/v1/admin/sites/{site_name}/provider-accounts", admin_provider_accounts, methods=["GET"]),
+    Route(
+        "/api/v1/admin/sites/{site_name}/whatsapp-session", admin_whatsapp_session, methods=["GET", "POST", "DELETE"]
+    ),
+    Route("/api/v1/admin/sites/{site_name}/whatsapp-session/connect", admin_whatsapp_session_connect, methods=["POST"]),
     Route(
         "/api/v1/admin/sites/{site_name}/provider-accounts/{channel}",
         admin_provider_account,

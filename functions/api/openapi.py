@@ -24,12 +24,21 @@ ERROR_CODES = {
         "idempotency_key_conflict",
         "idempotency_key_in_use",
         "not_cancellable",
+        "session_exists",
+        "wasender_refused",
     ],
     413: ["payload_too_large"],
     415: ["unsupported_media_type"],
     422: ["validation_failed", "unstorable_message"],
     429: ["rate_limited", "auth_rate_limited"],
-    503: ["database_unavailable", "kafka_unavailable", "server_busy", "key_encryption_not_configured"],
+    503: [
+        "database_unavailable",
+        "kafka_unavailable",
+        "server_busy",
+        "key_encryption_not_configured",
+        "sessions_not_configured",
+        "wasender_unavailable",
+    ],
 }
 _TIMESTAMP = {"type": "string", "format": "date-time"}
 _NULLABLE_STR = {"type": ["string", "null"]}
@@ -254,6 +263,17 @@ SCHEMAS: dict[str, Any] = {
             }
         },
     },
+    "WhatsAppSession": {
+        "type": "object",
+        "properties": {
+            "session_id": {"type": "integer"},
+            "phone_number": {"type": "string"},
+            "status": {"type": "string", "description": "WASender's: NEED_SCAN, connected, disconnected, ..."},
+            "qr_code": {"type": ["string", "null"], "description": "connect only: the QR code's text to render"},
+            "created_at": _TIMESTAMP,
+            "updated_at": _TIMESTAMP,
+        },
+    },
     "DailyMetrics": {
         "type": "object",
         "properties": {
@@ -360,6 +380,13 @@ PATHS: dict[str, Any] = {
             "summary": "The caller's own provider accounts (fingerprints, never keys)",
             "security": SITE_KEY,
             "responses": {"200": _json(_ref("ProviderAccounts"), "accounts"), **_errors(*_SITE_ERRORS)},
+        }
+    },
+    "/api/v1/site/whatsapp-session": {
+        "get": {
+            "summary": "The caller's own WhatsApp number, as last seen",
+            "security": SITE_KEY,
+            "responses": {"200": _json(_ref("WhatsAppSession"), "the session"), **_errors(*_SITE_ERRORS, 404)},
         }
     },
     "/api/v1/admin/sites": {
@@ -503,6 +530,54 @@ PATHS: dict[str, Any] = {
             "summary": "Back to the channel's global account (admin)",
             "security": ADMIN,
             "responses": {"204": {"description": "removed"}, **_errors(401, 404, 422, 429, 503)},
+        },
+    },
+    "/api/v1/admin/sites/{site_name}/whatsapp-session": {
+        "parameters": [{"name": "site_name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "post": {
+            "summary": "Give a site a WhatsApp number of its own: a WASender session (admin)",
+            "description": "Its API key becomes the site's whatsapp provider account (sealed, never shown).",
+            "security": ADMIN,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["phone_number"],
+                            "properties": {
+                                "phone_number": {"type": "string", "description": "E.164"},
+                                "name": {"type": "string", "maxLength": 64},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "201": _json(_ref("WhatsAppSession"), "created"),
+                **_errors(400, 401, 404, 408, 409, 413, 415, 422, 429, 503),
+            },
+        },
+        "get": {
+            "summary": "The session's status, as WASender tells it now (admin)",
+            "security": ADMIN,
+            "responses": {
+                "200": _json(_ref("WhatsAppSession"), "the session"),
+                **_errors(401, 404, 409, 422, 429, 503),
+            },
+        },
+        "delete": {
+            "summary": "Delete the session at WASender and here; the site sends from the global number again (admin)",
+            "security": ADMIN,
+            "responses": {"204": {"description": "deleted"}, **_errors(401, 404, 409, 422, 429, 503)},
+        },
+    },
+    "/api/v1/admin/sites/{site_name}/whatsapp-session/connect": {
+        "parameters": [{"name": "site_name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "post": {
+            "summary": "Start pairing the session's phone: the QR code's text to render and scan (admin)",
+            "security": ADMIN,
+            "responses": {"200": _json(_ref("WhatsAppSession"), "pairing"), **_errors(401, 404, 409, 422, 429, 503)},
         },
     },
     "/api/v1/admin/replay": {

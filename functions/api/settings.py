@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from lib.adapters.providers.wasender_sessions import WASenderAccountSettings
 from lib.adapters.sealing import encryption_keys
 from lib.common.settings import DatabaseSettings, Env, KafkaSettings, Secret
 from lib.domain.attachments import DEFAULT_MAX_BYTES
@@ -48,6 +49,7 @@ class ApiSettings:
     attachments_max_bytes: int = DEFAULT_MAX_BYTES  # decoded, one message's together
     attachment_retention_days: int = 7
     media_signing_key: Secret | None = None  # signs the links providers fetch uploaded media from
+    wasender: WASenderAccountSettings = field(default_factory=WASenderAccountSettings)  # sites' WhatsApp sessions
 
     @property
     def send_body_limit(self) -> int:
@@ -92,4 +94,5 @@ class ApiSettings:
             attachments_max_bytes=env.integer("API_ATTACHMENTS_MAX_BYTES", DEFAULT_MAX_BYTES, minimum=0),
             attachment_retention_days=env.integer("ATTACHMENT_RETENTION_DAYS", 7, minimum=1),
             media_signing_key=Secret(key) if (key := env.text("NOTIFY_MEDIA_SIGNING_KEY", "")) else None,
+            wasender=WASenderAccountSettings.from_env(env),
         )

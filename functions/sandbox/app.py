@@ -2,7 +2,8 @@
 
 Provider side (the providers' own paths, auth, bodies and error shapes, so real clients work unchanged):
 - ``POST /v3/mail/send``: SendGrid v3 Mail Send (``functions.sandbox.sendgrid``).
-- ``POST /api/send-message``: WASender (``functions.sandbox.wasender``).
+- ``POST /api/send-message``: WASender (``functions.sandbox.wasender``), and its session API
+  (``/api/whatsapp-sessions``, with the account's Personal Access Token).
 
 Control side (tests, the walkthrough, ``helm test``), under ``/_sandbox`` (``functions.sandbox.control``):
 - ``GET /_sandbox/messages?provider=sendgrid|wasender&limit=``: what went out (accepted calls).
@@ -25,7 +26,7 @@ from functions.sandbox.ledger import Ledger
 from functions.sandbox.sendgrid import SendGridFake
 from functions.sandbox.sendgrid import summary as sendgrid_summary
 from functions.sandbox.settings import SandboxSettings
-from functions.sandbox.wasender import WASenderFake
+from functions.sandbox.wasender import WASenderFake, WASenderSessionsFake
 from functions.sandbox.wasender import summary as wasender_summary
 from lib.adapters.http import EXCEPTION_HANDLERS, RequestMetrics, healthz, metrics_endpoint
 
@@ -37,9 +38,11 @@ def build_app(settings: SandboxSettings) -> Starlette:
     }
     sendgrid = SendGridFake(ledgers["sendgrid"], settings.sendgrid_api_key)
     wasender = WASenderFake(ledgers["wasender"], settings.wasender_api_key)
+    sessions = WASenderSessionsFake(wasender, settings.wasender_personal_access_token)
     routes = [
         Route("/v3/mail/send", sendgrid.send, methods=["POST"]),
         Route("/api/send-message", wasender.send, methods=["POST"]),
+        *sessions.routes(),
         *Control(ledgers).routes(),
         Route("/_sandbox/media", lambda _request: JSONResponse({"items": wasender.fetched}), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

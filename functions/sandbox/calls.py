@@ -30,6 +30,13 @@ class BearerKey:
         listed = [k.strip() for k in keys.reveal().split(",") if k.strip()]
         self._keys = {k.encode(): fingerprint(Secret(k)) for k in listed}
 
+    def add(self, key: Secret) -> None:
+        """One more account (a session created through the provider's session API)."""
+        self._keys[key.reveal().encode()] = fingerprint(key)
+
+    def remove(self, key: Secret) -> None:
+        self._keys.pop(key.reveal().encode(), None)
+
     def present(self, request: Request) -> bool:
         return bool(request.headers.get("authorization", "").strip())
 

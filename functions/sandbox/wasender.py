@@ -11,15 +11,18 @@ import asyncio
 import hashlib
 import itertools
 import re
+import secrets
 import time
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
-from functions.sandbox.calls import Arrival, FakeEndpoint, Refusals
+from functions.sandbox.calls import Arrival, BearerKey, FakeEndpoint, Refusals, parse_json
 from functions.sandbox.ledger import Ledger, Record
 from lib.common.settings import Secret
 
@@ -121,6 +124,12 @@ class WASenderFake(FakeEndpoint):
         self.fetched: list[dict[str, Any]] = []  # what it fetched of each message's media, as WASender does
         self._fetching: set[asyncio.Task[None]] = set()
 
+    def accept_key(self, key: Secret) -> None:
+        self._key.add(key)
+
+    def drop_key(self, key: Secret) -> None:
+        self._key.remove(key)
+
     def answer(self, arrival: Arrival) -> Response:
         received_at, raw, body = arrival.received_at, arrival.raw, arrival.body
         faults = self._ledger.faults
@@ -164,3 +173,95 @@ class WASenderFake(FakeEndpoint):
                 "sha256": hashlib.sha256(response.content).hexdigest(),
             }
         )
+
+
+class WASenderSessionsFake:
+    """WASender's account-level session API (``/api/whatsapp-sessions``) with the account's Personal Access
+    Token: a created session has its own API key, which the send endpoint then takes (a number of the site's
+    own). Pairing: ``connect`` answers NEED_SCAN with a QR code's text; ``POST /_sandbox/wasender/sessions/{id}/scan``
+    plays the phone scanning it, and the session is ``connected``."""
+
+    def __init__(self, sender: WASenderFake, personal_access_token: Secret) -> None:
+        self._sender = sender
+        self._token = BearerKey(personal_access_token)
+        self._ids = itertools.count(1)
+        self.sessions: dict[int, dict[str, Any]] = {}
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/whatsapp-sessions", self.create, methods=["POST"]),
+            Route("/api/whatsapp-sessions/{session_id:int}", self.one, methods=["GET", "DELETE"]),
+            Route("/api/whatsapp-sessions/{session_id:int}/connect", self.connect, methods=["POST"]),
+            Route("/_sandbox/wasender/sessions/{session_id:int}/scan", self.scan, methods=["POST"]),
+        ]
+
+    def _refused(self, request: Request) -> Response | None:
+        if self._token.account(request) is None:
+            return message(401, "Unauthenticated." if self._token.present(request) else "API key is required")
+        return None
+
+    def _found(self, request: Request) -> dict[str, Any] | None:
+        return self.sessions.get(int(request.path_params["session_id"]))
+
+    async def create(self, request: Request) -> Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        body = parse_json(await request.body())
+        body = body if isinstance(body, dict) else {}
+        errors: dict[str, list[str]] = {}
+        if not isinstance(body.get("name"), str) or not body["name"]:
+            errors["name"] = ["The name field is required."]
+        if not isinstance(body.get("phone_number"), str) or not _TO.fullmatch(body["phone_number"]):
+            errors["phone_number"] = ["The phone number field must be a valid phone number."]
+        for flag in ("account_protection", "log_messages"):
+            if not isinstance(body.get(flag), bool):
+                errors[flag] = [f"The {flag.replace('_', ' ')} field is required."]
+        if errors:
+            return invalid(422, errors)
+        session_id = next(self._ids)
+        api_key = secrets.token_hex(32)
+        session = {
+            "id": session_id,
+            "name": body["name"],
+            "phone_number": body["phone_number"],
+            "status": "disconnected",
+            "account_protection": body["account_protection"],
+            "log_messages": body["log_messages"],
+            "api_key": api_key,
+        }
+        self.sessions[session_id] = session
+        self._sender.accept_key(Secret(api_key))
+        return JSONResponse({"success": True, "data": session})
+
+    async def one(self, request: Request) -> Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        session = self._found(request)
+        if session is None:
+            return message(404, "Session not found.")
+        if request.method == "DELETE":
+            del self.sessions[session["id"]]
+            self._sender.drop_key(Secret(session["api_key"]))
+            return JSONResponse({"success": True, "data": None})
+        return JSONResponse({"success": True, "data": {k: v for k, v in session.items() if k != "api_key"}})
+
+    async def connect(self, request: Request) -> Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        session = self._found(request)
+        if session is None:
+            return message(404, "Session not found.")
+        if session["status"] != "connected":
+            session["status"] = "NEED_SCAN"
+        qr_code = f"2@{secrets.token_urlsafe(24)},{session['id']}"
+        return JSONResponse({"success": True, "data": {"status": session["status"], "qrCode": qr_code}})
+
+    async def scan(self, request: Request) -> Response:
+        session = self._found(request)
+        if session is None:
+            return JSONResponse({"error": "no such session"}, 404)
+        session["status"] = "connected"
+        return JSONResponse({"status": "connected"})

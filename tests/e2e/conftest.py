@@ -23,6 +23,7 @@ SENDGRID_KEY = "SG.e2e-sendgrid-key"
 WASENDER_KEY = "e2e-wasender-key"
 # Sites' own accounts the fake providers also accept (a provider has one account per customer).
 SITE_SENDGRID_KEYS = ("SG.e2e-site-account-a", "SG.e2e-site-account-b")
+WASENDER_PAT = "e2e-wasender-personal-access-token"  # the account's: creates sessions
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +33,7 @@ def sandbox() -> Iterator[str]:
         "SANDBOX_PORT": str(port),
         "SANDBOX_SENDGRID_API_KEY": ",".join((SENDGRID_KEY, *SITE_SENDGRID_KEYS)),
         "SANDBOX_WASENDER_API_KEY": WASENDER_KEY,
+        "SANDBOX_WASENDER_PERSONAL_ACCESS_TOKEN": WASENDER_PAT,
     }
     proc = Deployable("sandbox", "functions.sandbox", env, f"http://127.0.0.1:{port}/healthz").start()
     yield f"http://127.0.0.1:{port}"
@@ -81,7 +83,13 @@ class Stack:
         self.api = self._start(
             "api",
             "functions.api",
-            {"NOTIFY_ADMIN_TOKEN": ADMIN_TOKEN, "API_PORT": str(port), **(api_env or {})},
+            {
+                "NOTIFY_ADMIN_TOKEN": ADMIN_TOKEN,
+                "API_PORT": str(port),
+                "WASENDER_API_URL": f"{sandbox_url}/api",
+                "WASENDER_PERSONAL_ACCESS_TOKEN": WASENDER_PAT,
+                **(api_env or {}),
+            },
             f"{self.api_url}/healthz",
         )
         self.http = httpx.Client(base_url=self.api_url, timeout=30)

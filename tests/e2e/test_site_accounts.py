@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import time
 
+import httpx
+
 from lib.adapters.sealing import fingerprint
 from lib.common.settings import Secret
 from tests.conftest import ADMIN_TOKEN
-from tests.e2e.conftest import SENDGRID_KEY, SITE_SENDGRID_KEYS, Stack
+from tests.e2e.conftest import SENDGRID_KEY, SITE_SENDGRID_KEYS, WASENDER_KEY, Stack
 from tests.e2e.test_delivery import emails, faults, sandbox, send
 from tests.processes import metric
 
@@ -74,3 +76,44 @@ def test_one_account_held_back_by_its_provider_holds_no_other(stack: Stack) -> N
     stack.wait_until(waiting, lambda s: s["status"] == "SENT", timeout_s=60)
     held_done = time.monotonic() - started
     assert other_done < 5.0 <= held_done, (other_done, held_done)  # the others never waited out the 6 s
+
+
+def test_a_site_gets_its_own_whatsapp_number_paired_by_qr_and_paced_on_its_own(stack: Stack) -> None:
+    stack.worker("whatsapp", PROVIDER_RATE_PER_SEC="2")
+    own, other = stack.register(), stack.register()
+    name = stack.http.get("/api/v1/site/me", headers={"X-Site-Key": own["X-Site-Key"]}).json()["site_name"]
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    url = f"/api/v1/admin/sites/{name}/whatsapp-session"
+    created = stack.http.post(url, json={"phone_number": "+14155550100"}, headers=admin)
+    assert created.status_code == 201, created.text
+    session = created.json()
+    assert session["phone_number"] == "+14155550100" and "api_key" not in created.text
+    again = stack.http.post(url, json={"phone_number": "+14155550100"}, headers=admin)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "session_exists"
+    pairing = stack.http.post(f"{url}/connect", headers=admin).json()
+    assert pairing["status"] == "NEED_SCAN" and pairing["qr_code"].startswith("2@")
+    httpx.post(f"{stack.sandbox_url}/_sandbox/wasender/sessions/{session['session_id']}/scan").raise_for_status()
+    assert stack.http.get(url, headers=admin).json()["status"] == "connected"
+    mine = stack.http.get("/api/v1/site/whatsapp-session", headers={"X-Site-Key": own["X-Site-Key"]}).json()
+    assert mine["status"] == "connected"
+
+    # Two numbers, two paces: 2 a second each, so six messages from each take ~2.5 s, not ~5.5 s in one queue.
+    started = time.monotonic()
+    ids = [
+        send(stack, site, {"channel": "whatsapp", "recipient": f"+1415555{n:04d}", "body": f"hi {n}"})
+        for n in range(6)
+        for site in (own, other)
+    ]
+    stack.wait_until(ids, lambda s: s["status"] == "SENT", timeout_s=30)
+    took = time.monotonic() - started
+    assert took < 4.5, took
+    accounts = stack.http.get(f"/api/v1/admin/sites/{name}/provider-accounts", headers=admin).json()["items"]
+    [session_account] = [a["key_fingerprint"] for a in accounts if a["channel"] == "whatsapp"]
+    by_account: dict[str, int] = {}
+    for chat in sandbox(stack, "messages", "wasender"):
+        by_account[chat["account"]] = by_account.get(chat["account"], 0) + 1
+    assert by_account == {session_account: 6, fingerprint(Secret(WASENDER_KEY)): 6}
+
+    assert stack.http.delete(url, headers=admin).status_code == 204
+    assert stack.http.get(url, headers=admin).status_code == 404
+    assert stack.http.get(f"/api/v1/admin/sites/{name}/provider-accounts", headers=admin).json()["items"] == []

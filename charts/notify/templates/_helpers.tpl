@@ -112,6 +112,23 @@ https://{{ (first .Values.api.ingress.hosts).host }}
 {{- end -}}
 {{- end }}
 
+{{- /* The API's WASender account (sites' WhatsApp sessions): the URL of the worker that sends through WASender. */}}
+{{- define "notify.wasenderSessionsEnv" -}}
+{{- range $channel, $entry := .Values.workers }}
+{{- if eq (include "notify.workerProvider" (dict "channel" $channel "worker" $entry)) "wasender" }}
+- name: WASENDER_API_URL
+  value: {{ ternary (printf "%s/api" (include "notify.sandboxUrl" $)) $entry.wasender.apiUrl $.Values.sandbox.enabled | quote }}
+{{- end }}
+{{- end }}
+{{- if .Values.api.wasenderSessions.existingSecret }}
+- name: WASENDER_PERSONAL_ACCESS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.api.wasenderSessions.existingSecret }}
+      key: {{ .Values.api.wasenderSessions.existingSecretKey }}
+{{- end }}
+{{- end }}
+
 {{- /* NOTIFY_KEY_ENCRYPTION_KEYS: seals sites' own provider keys (API) and opens them (workers). */}}
 {{- define "notify.keyEncryptionEnv" -}}
 - name: NOTIFY_KEY_ENCRYPTION_KEYS
