@@ -35,7 +35,6 @@ from lib.adapters.http import (
     watch_event_loop,
 )
 from lib.adapters.kafka import Publisher, sized_for_topics, topic_max_message_bytes
-from lib.adapters.providers.wasender_sessions import WASenderSessions
 from lib.adapters.sealing import Sealer
 from lib.common.logs import tune_gc
 from lib.domain.errors import NotifyError, Unavailable
@@ -194,28 +193,25 @@ async def site_provider_accounts(request: Request) -> Response:
     return JSONResponse(await provider_accounts.accounts_of(services(request).pool, site.site_id))
 
 
-def wasender_sessions(request: Request) -> WASenderSessions:
-    return WASenderSessions(services(request).settings.wasender)
-
-
 async def admin_whatsapp_session(request: Request) -> Response:
     require_admin(request)
     svc = services(request)
     name = sites.check_site_name(request.path_params["site_name"])
     if request.method == "GET":
-        return JSONResponse(await whatsapp_sessions.status(svc.pool, wasender_sessions(request), name))
+        return JSONResponse(await whatsapp_sessions.status(svc.pool, svc.settings.wasender, name))
     if request.method == "DELETE":
-        await whatsapp_sessions.delete(svc.pool, wasender_sessions(request), name)
+        await whatsapp_sessions.delete(svc.pool, svc.settings.wasender, name)
         return Response(status_code=204)
     data = await read_json(request, svc.settings.max_body_bytes, svc.body_limits)
-    created = await whatsapp_sessions.create(svc.pool, svc.sealer, wasender_sessions(request), name, data)
+    created = await whatsapp_sessions.create(svc.pool, svc.sealer, svc.settings.wasender, name, data)
     return JSONResponse(created, status_code=201)
 
 
 async def admin_whatsapp_session_connect(request: Request) -> Response:
     require_admin(request)
+    svc = services(request)
     name = sites.check_site_name(request.path_params["site_name"])
-    return JSONResponse(await whatsapp_sessions.connect(services(request).pool, wasender_sessions(request), name))
+    return JSONResponse(await whatsapp_sessions.connect(svc.pool, svc.settings.wasender, name))
 
 
 async def site_whatsapp_session(request: Request) -> Response:

@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from lib.adapters import db
-from lib.adapters.providers.wasender_sessions import WASenderSessions
+from lib.adapters.providers.wasender_sessions import WASenderAccountSettings, WASenderSessions
 from lib.adapters.sealing import Sealer
 from lib.domain.channels import e164_number
 from lib.domain.errors import Conflict, NotFound, Unavailable, ValidationFailed
@@ -52,7 +52,7 @@ async def _session_row(pool: db.Pool, site_name: str) -> dict[str, Any]:
 
 
 async def create(
-    pool: db.Pool, sealer: Sealer | None, sessions: WASenderSessions, site_name: str, data: Any
+    pool: db.Pool, sealer: Sealer | None, account: WASenderAccountSettings, site_name: str, data: Any
 ) -> dict[str, Any]:
     phone, name = parse_new_session(data, site_name)
     if sealer is None:  # before WASender is asked: its key could not be kept
@@ -61,6 +61,7 @@ async def create(
         raise NotFound("no such site")
     if await db.fetch_one(pool, "whatsapp_session_of_site", {"site_name": site_name}) is not None:
         raise Conflict("the site has a WhatsApp session already; delete it first", code="session_exists")
+    sessions = WASenderSessions(account)  # 503 when the API has no token: after every check of the request
     session = await sessions.create(name, phone)
     if session.api_key is None:
         raise Unavailable("WASender created the session without its API key", code="wasender_unavailable")
@@ -74,20 +75,20 @@ async def create(
     return _public(row)
 
 
-async def connect(pool: db.Pool, sessions: WASenderSessions, site_name: str) -> dict[str, Any]:
+async def connect(pool: db.Pool, account: WASenderAccountSettings, site_name: str) -> dict[str, Any]:
     """Start pairing; the session with the QR code's text (render it for the phone to scan)."""
     row = await _session_row(pool, site_name)
-    pairing = await sessions.connect(row["session_id"])
+    pairing = await WASenderSessions(account).connect(row["session_id"])
     updated = await db.fetch_one(
         pool, "set_whatsapp_session_status", {"session_id": row["session_id"], "status": pairing["status"]}
     )
     return {**_public(updated or row), "qr_code": pairing["qr_code"]}
 
 
-async def status(pool: db.Pool, sessions: WASenderSessions, site_name: str) -> dict[str, Any]:
+async def status(pool: db.Pool, account: WASenderAccountSettings, site_name: str) -> dict[str, Any]:
     """The session's status as WASender tells it now (and kept)."""
     row = await _session_row(pool, site_name)
-    live = await sessions.get(row["session_id"])
+    live = await WASenderSessions(account).get(row["session_id"])
     updated = await db.fetch_one(
         pool, "set_whatsapp_session_status", {"session_id": row["session_id"], "status": live.status}
     )
@@ -98,9 +99,9 @@ async def stored(pool: db.Pool, site_name: str) -> dict[str, Any]:
     return _public(await _session_row(pool, site_name))
 
 
-async def delete(pool: db.Pool, sessions: WASenderSessions, site_name: str) -> None:
+async def delete(pool: db.Pool, account: WASenderAccountSettings, site_name: str) -> None:
     """Delete the session at WASender and here; the site sends from the global number again."""
     row = await _session_row(pool, site_name)
-    await sessions.delete(row["session_id"])
+    await WASenderSessions(account).delete(row["session_id"])
     await db.execute(pool, "delete_whatsapp_session", {"session_id": row["session_id"]})
     await provider_accounts.remove_account(pool, site_name, Channel.WHATSAPP)

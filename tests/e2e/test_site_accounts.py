@@ -11,7 +11,7 @@ from lib.adapters.sealing import fingerprint
 from lib.common.settings import Secret
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e.conftest import SENDGRID_KEY, SITE_SENDGRID_KEYS, WASENDER_KEY, Stack
-from tests.e2e.test_delivery import emails, faults, sandbox, send
+from tests.e2e.test_delivery import emails, faults, sandbox, send, set_senders
 from tests.processes import metric
 
 BAD_KEY = "SG.revoked-or-mistyped-key"
@@ -36,6 +36,7 @@ def test_each_site_sends_through_its_own_account_and_a_bad_key_fails_only_its_si
     own, broken, shared = stack.register(), stack.register(), stack.register()
     give_key(stack, own, SITE_SENDGRID_KEYS[0])
     give_key(stack, broken, BAD_KEY)
+    set_senders(stack, own, {"default": {"email": "billing@own.example", "name": "Own Ltd"}})
     ids = {
         name: [send(stack, site, m) for m in emails(3, name)]
         for name, site in [("own", own), ("broken", broken), ("shared", shared)]
@@ -49,6 +50,10 @@ def test_each_site_sends_through_its_own_account_and_a_bad_key_fails_only_its_si
     accounts = account_of(stack)
     assert {accounts[i] for i in ids["own"]} == {fingerprint(Secret(SITE_SENDGRID_KEYS[0]))}
     assert {accounts[i] for i in ids["shared"]} == {fingerprint(Secret(SENDGRID_KEY))}
+    # Each call carries its site's From and its site's Authorization.
+    mails = {m["custom_args"]["notify_message_id"]: m for m in sandbox(stack, "messages", "sendgrid")}
+    assert {(mails[i]["from"], mails[i]["from_name"]) for i in ids["own"]} == {("billing@own.example", "Own Ltd")}
+    assert {mails[i]["from"] for i in ids["shared"]} == {"notify@example.com"}
     metrics_url = worker.health_url.replace("/healthz", "/metrics")
     failures = metric(
         metrics_url, "notify_worker_site_account_auth_failures_total", channel="email", site_id=broken["site_id"]
