@@ -112,15 +112,20 @@ class Bench:
         return Child(f"email-worker-{port}", ["-m", "functions.email"], env, f"http://127.0.0.1:{port}/healthz")
 
     def backlog(self, count: int) -> list[str]:
+        return self.post_bulk(
+            [
+                {"channel": "email", "recipient": f"u{i % 1000}@example.com", "subject": f"s{i}", "body": BODY}
+                for i in range(count)
+            ]
+        )
+
+    def post_bulk(self, items: list[dict[str, Any]]) -> list[str]:
+        """Every item through /bulk, 1000 a request; their message ids."""
         ids: list[str] = []
-        items = [
-            {"channel": "email", "recipient": f"u{i}@example.com", "subject": f"s{i}", "body": BODY}
-            for i in range(1000)
-        ]
-        while len(ids) < count:
+        for start in range(0, len(items), 1000):
             response = httpx.post(
                 f"{self.api_url}/api/v1/notifications/bulk",
-                json={"items": items[: count - len(ids)]},
+                json={"items": items[start : start + 1000]},
                 headers={"X-Site-Key": self.key},
                 timeout=60,
             )
@@ -218,15 +223,7 @@ def _scheduled_lateness(bench: Bench, rate: float, duration_s: float) -> list[fl
     ]
     worker = bench.worker()
     try:
-        ids: list[str] = []
-        for start in range(0, count, 1000):
-            response = httpx.post(
-                f"{bench.api_url}/api/v1/notifications/bulk",
-                json={"items": items[start : start + 1000]},
-                headers={"X-Site-Key": bench.key},
-                timeout=60,
-            )
-            ids += [r["message_id"] for r in response.json()["results"]]
+        ids = bench.post_bulk(items)
         bench.wait_final(ids)
     finally:
         worker.stop()

@@ -203,6 +203,14 @@ class WASenderSessionsFake:
     def _found(self, request: Request) -> dict[str, Any] | None:
         return self.sessions.get(int(request.path_params["session_id"]))
 
+    def _session(self, request: Request) -> dict[str, Any] | Response:
+        """The session the path names, or WASender's answer why not (no token, no such session)."""
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        session = self._found(request)
+        return session if session is not None else message(404, "Session not found.")
+
     async def create(self, request: Request) -> Response:
         refused = self._refused(request)
         if refused is not None:
@@ -235,12 +243,9 @@ class WASenderSessionsFake:
         return JSONResponse({"success": True, "data": session})
 
     async def one(self, request: Request) -> Response:
-        refused = self._refused(request)
-        if refused is not None:
-            return refused
-        session = self._found(request)
-        if session is None:
-            return message(404, "Session not found.")
+        session = self._session(request)
+        if isinstance(session, Response):
+            return session
         if request.method == "DELETE":
             del self.sessions[session["id"]]
             self._sender.drop_key(Secret(session["api_key"]))
@@ -248,12 +253,9 @@ class WASenderSessionsFake:
         return JSONResponse({"success": True, "data": {k: v for k, v in session.items() if k != "api_key"}})
 
     async def connect(self, request: Request) -> Response:
-        refused = self._refused(request)
-        if refused is not None:
-            return refused
-        session = self._found(request)
-        if session is None:
-            return message(404, "Session not found.")
+        session = self._session(request)
+        if isinstance(session, Response):
+            return session
         if session["status"] != "connected":
             session["status"] = "NEED_SCAN"
         qr_code = f"2@{secrets.token_urlsafe(24)},{session['id']}"

@@ -5,19 +5,18 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from lib.domain.addresses import NAME_LIMIT, Sender, ascii_email, is_email_address
 from lib.domain.attachments import (
     DEFAULT_MAX_BYTES,
-    AttachmentSpec,
-    MediaSpec,
     inline_bytes,
     parse_attachments,
     parse_media,
 )
-from lib.domain.channels import RULES
+from lib.domain.channels import RULES, ChannelRules
 from lib.domain.errors import PayloadTooLarge, ValidationFailed
 from lib.domain.notification import Content, NotificationRequest
 from lib.domain.vocabulary import CHANNELS, Channel
@@ -201,6 +200,22 @@ def attachments_too_large(size: int, limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(message, details=[{"field": "attachments", "code": "too_large", "message": message}])
 
 
+def _channel_field(
+    data: dict[str, Any],
+    name: str,
+    rules: ChannelRules | None,
+    takes: Callable[[ChannelRules], bool],
+    problems: Problems,
+) -> Any:
+    """A field only some channels take: its value, or None when absent or refused (not_supported) for this one."""
+    value = data.get(name)
+    if value is not None and rules is not None and not takes(rules):
+        allowed = ", ".join(c for c, r in RULES.items() if takes(r))
+        problems.add(name, "not_supported", f"{name} is only for {allowed}")
+        return None
+    return value
+
+
 def parse_notification(
     data: Any, *, idempotency_key: str | None = None, attachment_limit: int = DEFAULT_MAX_BYTES
 ) -> NotificationRequest:
@@ -252,29 +267,12 @@ def parse_notification(
     item_key = check_idempotency_key(data.get("idempotency_key"), problems)
     send_at = _send_at(data.get("send_at"), problems)
     sender = None
-    if data.get("from") is not None:
-        if rules is not None and not rules.sender_allowed:
-            problems.add(
-                "from",
-                "not_supported",
-                "from is only for " + ", ".join(c for c, r in RULES.items() if r.sender_allowed),
-            )
-        else:
-            sender = parse_sender(data["from"], "from", problems)
-    attachments: tuple[AttachmentSpec, ...] = ()
-    if data.get("attachments") is not None:
-        if rules is not None and not rules.attachments_allowed:
-            allowed = ", ".join(c for c, r in RULES.items() if r.attachments_allowed)
-            problems.add("attachments", "not_supported", f"attachments are only for {allowed}")
-        else:
-            attachments = parse_attachments(data["attachments"], problems)
-    media: MediaSpec | None = None
-    if data.get("media") is not None:
-        if rules is not None and not rules.media_allowed:
-            allowed = ", ".join(c for c, r in RULES.items() if r.media_allowed)
-            problems.add("media", "not_supported", f"media is only for {allowed} (email takes attachments)")
-        else:
-            media = parse_media(data["media"], problems)
+    raw_from = _channel_field(data, "from", rules, lambda r: r.sender_allowed, problems)
+    sender = parse_sender(raw_from, "from", problems) if raw_from is not None else None
+    raw_files = _channel_field(data, "attachments", rules, lambda r: r.attachments_allowed, problems)
+    attachments = parse_attachments(raw_files, problems) if raw_files is not None else ()
+    raw_media = _channel_field(data, "media", rules, lambda r: r.media_allowed, problems)
+    media = parse_media(raw_media, problems) if raw_media is not None else None
     if problems.items:
         raise ValidationFailed("the notification is not valid", details=problems.items)
     if (size := inline_bytes(attachments)) > attachment_limit:
