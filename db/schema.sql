@@ -177,6 +177,26 @@ CREATE TABLE public.provider_accounts (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL
 );
+CREATE TABLE public.provider_events (
+    id bigint NOT NULL,
+    provider text NOT NULL,
+    event_id text NOT NULL,
+    message_id uuid,
+    provider_message_id text,
+    event text NOT NULL,
+    reason text,
+    occurred_at timestamp with time zone NOT NULL,
+    payload jsonb NOT NULL,
+    received_at timestamp with time zone DEFAULT now() NOT NULL,
+    processed_at timestamp with time zone
+);
+CREATE SEQUENCE public.provider_events_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+ALTER SEQUENCE public.provider_events_id_seq OWNED BY public.provider_events.id;
 CREATE TABLE public.schema_migrations (
     version integer NOT NULL,
     name text NOT NULL,
@@ -205,6 +225,7 @@ CREATE TABLE public.whatsapp_sessions (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL
 );
+ALTER TABLE ONLY public.provider_events ALTER COLUMN id SET DEFAULT nextval('public.provider_events_id_seq'::regclass);
 ALTER TABLE ONLY public.attachments
     ADD CONSTRAINT attachments_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.frappe_sites
@@ -221,6 +242,10 @@ ALTER TABLE ONLY public.message_logs
     ADD CONSTRAINT message_logs_site_idempotency_key UNIQUE (site_id, idempotency_key);
 ALTER TABLE ONLY public.provider_accounts
     ADD CONSTRAINT provider_accounts_pkey PRIMARY KEY (site_id, channel);
+ALTER TABLE ONLY public.provider_events
+    ADD CONSTRAINT provider_events_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.provider_events
+    ADD CONSTRAINT provider_events_provider_event_id_key UNIQUE (provider, event_id);
 ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
 ALTER TABLE ONLY public.site_metrics_daily
@@ -234,9 +259,12 @@ CREATE INDEX message_attachments_attachment ON public.message_attachments USING 
 CREATE INDEX message_logs_failed ON public.message_logs USING btree (site_id, updated_at) WHERE (status = 'FAILED'::public.message_status);
 CREATE INDEX message_logs_media_attachment ON public.message_logs USING btree ((((media ->> 'attachment_id'::text))::uuid)) WHERE (media ? 'attachment_id'::text);
 CREATE INDEX message_logs_pending_updated ON public.message_logs USING btree (updated_at) WHERE (status = 'PENDING'::public.message_status);
+CREATE INDEX message_logs_provider_message_id ON public.message_logs USING btree (provider_message_id) WHERE (provider_message_id IS NOT NULL);
 CREATE INDEX message_logs_scheduled_due ON public.message_logs USING btree (send_at) WHERE (status = 'SCHEDULED'::public.message_status);
 CREATE INDEX message_logs_site_created ON public.message_logs USING btree (site_id, created_at DESC, id DESC);
 CREATE INDEX message_logs_site_status_created ON public.message_logs USING btree (site_id, status, created_at DESC, id DESC);
+CREATE INDEX provider_events_message ON public.provider_events USING btree (message_id, occurred_at);
+CREATE INDEX provider_events_pending ON public.provider_events USING btree (id) WHERE (processed_at IS NULL);
 CREATE TRIGGER frappe_sites_updated_at BEFORE UPDATE ON public.frappe_sites FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
 CREATE TRIGGER message_logs_metrics_delete AFTER DELETE ON public.message_logs REFERENCING OLD TABLE AS changed_rows FOR EACH STATEMENT EXECUTE FUNCTION public.message_logs_metrics_on_insert_or_delete();
 CREATE TRIGGER message_logs_metrics_insert AFTER INSERT ON public.message_logs REFERENCING NEW TABLE AS changed_rows FOR EACH STATEMENT EXECUTE FUNCTION public.message_logs_metrics_on_insert_or_delete();

@@ -37,6 +37,7 @@ def sandbox_url() -> Iterator[str]:
         sendgrid_api_key=Secret(SENDGRID_KEY),
         wasender_api_key=Secret(WASENDER_KEY),
         wasender_personal_access_token=Secret(WASENDER_PAT),
+        sendgrid_webhook_private_key=Secret(""),
         max_records=1000,
     )
     config = uvicorn.Config(build_app(settings), host="127.0.0.1", port=0, log_config=None, access_log=False)
@@ -481,6 +482,7 @@ def test_fault_settings_round_trip_and_reset(sandbox: httpx.Client) -> None:
         "reject_status": 400,
         "hang": False,
         "account": None,
+        "bounce_recipients": [],
     }
     current = faults(sandbox, "sendgrid", fail_next=3, reject_recipients=["a@example.com"])
     assert current == {**defaults, "fail_next": 3, "reject_recipients": ["a@example.com"]}

@@ -106,3 +106,8 @@ UPDATE message_logs SET status = 'CANCELLED', claimed_by = NULL, lease_until = N
 WHERE id = %(id)s AND site_id = %(site_id)s AND status IN ('SCHEDULED', 'PENDING')
 RETURNING id, channel::text, recipient, subject, status::text, attempts, last_error, failure_code,
           provider_message_id, idempotency_key, metadata, created_at, updated_at, sent_at, send_at, sender;
+
+-- name: message_history_for_site
+-- What the timeline is made of, besides the provider's events: only the site's own message.
+SELECT id, created_at, send_at, sent_at, status::text, provider_message_id, attempt_errors
+FROM message_logs WHERE id = %(id)s AND site_id = %(site_id)s;

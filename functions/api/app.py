@@ -31,19 +31,24 @@ from lib.adapters.http import (
     RequestMetrics,
     healthz,
     metrics_endpoint,
+    parse_json_body,
+    read_body,
     read_json,
     watch_event_loop,
 )
 from lib.adapters.kafka import Publisher, sized_for_topics, topic_max_message_bytes
 from lib.adapters.sealing import Sealer
+from lib.adapters.webhook_signatures import SIGNATURE_HEADER, TIMESTAMP_HEADER, SendGridVerifier
 from lib.common.logs import tune_gc
-from lib.domain.errors import NotifyError, Unavailable
+from lib.domain.errors import BadRequest, Forbidden, NotifyError, Unauthorized, Unavailable
+from lib.domain.provider_events import parse_sendgrid_events
 from lib.domain.validation import check_idempotency_key, parse_notification
 from lib.domain.vocabulary import MessageStatus
 from lib.services import (
     accepting,
     attachments,
     provider_accounts,
+    provider_events,
     reading,
     replay,
     scheduling,
@@ -75,6 +80,7 @@ class Services:
     draining: Draining
     body_limits: BodyLimits
     sealer: Sealer | None
+    sendgrid_verifier: SendGridVerifier | None
 
 
 def services(request: Request) -> Services:
@@ -303,6 +309,38 @@ async def media_file(request: Request) -> Response:
     return Response(content, media_type=content_type, headers=headers)
 
 
+async def notification_events(request: Request) -> Response:
+    site = await require_site(request)
+    message_id = reading.parse_message_id(request.path_params["message_id"])
+    return JSONResponse(await reading.timeline(services(request).pool, site, message_id))
+
+
+async def sendgrid_events(request: Request) -> Response:
+    """SendGrid's Event Webhook: verified (signature and age) before anything is read as events; stored and
+    acknowledged at once, applied off the request path."""
+    svc = services(request)
+    raw = await read_body(request, svc.settings.max_bulk_body_bytes, svc.body_limits)
+    if svc.sendgrid_verifier is None:
+        raise Forbidden("webhook verification is not configured", code="webhook_not_configured")
+    refusal = svc.sendgrid_verifier.refusal(
+        request.headers.get(SIGNATURE_HEADER),
+        request.headers.get(TIMESTAMP_HEADER),
+        raw,
+        now=time.time(),
+        max_age_s=svc.settings.webhook_max_age_s,
+    )
+    if refusal == "unsigned":
+        raise Unauthorized("the webhook is not signed", code="webhook_unsigned")
+    if refusal is not None:
+        raise Forbidden("the webhook's signature is not valid", code="webhook_signature_invalid")
+    try:
+        events = parse_sendgrid_events(parse_json_body(raw))
+    except ValueError as exc:
+        raise BadRequest(f"not a SendGrid event batch: {exc}", code="invalid_json") from None
+    await provider_events.store(svc.pool, events)
+    return Response(status_code=204)
+
+
 async def cancel_notification(request: Request) -> Response:
     site = await require_site(request)
     message_id = reading.parse_message_id(request.path_params["message_id"])
@@ -357,6 +395,8 @@ ROUTES = [
     Route("/api/v1/notifications", list_notifications, methods=["GET"]),
     Route("/api/v1/notifications/{message_id}", get_notification, methods=["GET"]),
     Route("/api/v1/notifications/{message_id}/cancel", cancel_notification, methods=["POST"]),
+    Route("/api/v1/notifications/{message_id}/events", notification_events, methods=["GET"]),
+    Route("/webhooks/sendgrid", sendgrid_events, methods=["POST"]),
     Route("/api/v1/attachments", upload_attachment, methods=["POST"]),
     Route("/media/{attachment_id}", media_file, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
@@ -473,6 +513,7 @@ def create_app(
             stopping,
             bodies,
             sealer,
+            SendGridVerifier(settings.sendgrid_webhook_public_key) if settings.sendgrid_webhook_public_key else None,
         )
         app.state.services = svc
         sweeper = (
@@ -486,13 +527,14 @@ def create_app(
             scheduling.run_scheduler(pool, publisher, settings.kafka, interval_s=settings.scheduler_interval_s)
         )
         purger = asyncio.create_task(attachments.purge_every_hour(pool, days=settings.attachment_retention_days))
+        applier = asyncio.create_task(provider_events.apply_continuously(pool))
         tune_gc()
         watcher = asyncio.create_task(watch_event_loop())
         try:
             yield
         finally:
             watcher.cancel()
-            for task in (sweeper, scheduler, purger):
+            for task in (sweeper, scheduler, purger, applier):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

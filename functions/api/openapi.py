@@ -13,8 +13,8 @@ from lib.services.sites import MAX_RATE
 
 ERROR_CODES = {
     400: ["invalid_json", "invalid_content_length", "bad_request"],
-    401: ["missing_api_key", "invalid_api_key", "admin_token_required", "invalid_admin_token"],
-    403: ["site_suspended", "channel_disabled", "forbidden"],
+    401: ["missing_api_key", "invalid_api_key", "admin_token_required", "invalid_admin_token", "webhook_unsigned"],
+    403: ["site_suspended", "channel_disabled", "forbidden", "webhook_signature_invalid", "webhook_not_configured"],
     404: ["not_found"],
     405: ["method_not_allowed"],
     408: ["request_timeout"],
@@ -766,6 +766,60 @@ PATHS: dict[str, Any] = {
                 "200": {"description": "the file, with its content type", "content": {"*/*": {}}},
                 **_errors(403, 404, 503),
             },
+        }
+    },
+    "/api/v1/notifications/{message_id}/events": {
+        "get": {
+            "summary": "One of the caller's messages, as a timeline: accepted, attempts, sent, the provider's events",
+            "security": SITE_KEY,
+            "parameters": [{"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "message_id": {"type": "string"},
+                            "status": {"enum": list(MESSAGE_STATUSES)},
+                            "events": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {"at": {"type": ["string", "null"]}, "event": {"type": "string"}},
+                                },
+                            },
+                        },
+                    },
+                    "oldest first",
+                ),
+                **_errors(*_SITE_ERRORS, 404),
+            },
+        }
+    },
+    "/webhooks/sendgrid": {
+        "post": {
+            "summary": "SendGrid's Event Webhook (signed): delivered, bounce, dropped and the engagement events",
+            "description": "Verified with SENDGRID_WEBHOOK_PUBLIC_KEY_BASE64 (ECDSA over the timestamp header and the"
+            " raw body; at most WEBHOOK_MAX_AGE_SECONDS old) before anything is read; stored once per sg_event_id and"
+            " applied off the request path.",
+            "parameters": [
+                {
+                    "name": "X-Twilio-Email-Event-Webhook-Signature",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string"},
+                },
+                {
+                    "name": "X-Twilio-Email-Event-Webhook-Timestamp",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string"},
+                },
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}},
+            },
+            "responses": {"204": {"description": "stored"}, **_errors(400, 401, 403, 408, 413, 415, 503)},
         }
     },
     "/api/v1/notifications/{message_id}/cancel": {

@@ -50,6 +50,8 @@ class ApiSettings:
     attachment_retention_days: int = 7
     media_signing_key: Secret | None = None  # signs the links providers fetch uploaded media from
     wasender: WASenderAccountSettings = field(default_factory=WASenderAccountSettings)  # sites' WhatsApp sessions
+    sendgrid_webhook_public_key: str = ""  # SendGrid's Event Webhook verification key; empty: the route refuses all
+    webhook_max_age_s: float = 300.0
 
     @property
     def send_body_limit(self) -> int:
@@ -95,4 +97,6 @@ class ApiSettings:
             attachment_retention_days=env.integer("ATTACHMENT_RETENTION_DAYS", 7, minimum=1),
             media_signing_key=Secret(key) if (key := env.text("NOTIFY_MEDIA_SIGNING_KEY", "")) else None,
             wasender=WASenderAccountSettings.from_env(env),
+            sendgrid_webhook_public_key=env.text("SENDGRID_WEBHOOK_PUBLIC_KEY_BASE64", ""),
+            webhook_max_age_s=env.number("WEBHOOK_MAX_AGE_SECONDS", 300.0, minimum=1),
         )

@@ -10,6 +10,7 @@ Control side (tests, the walkthrough, ``helm test``), under ``/_sandbox`` (``fun
 - ``GET /_sandbox/calls?provider=&limit=``: every call with its status; ``GET /_sandbox/stats``: counts.
 - ``DELETE /_sandbox/messages``: forget calls, messages and counts.
 - ``GET|PUT|DELETE /_sandbox/faults/{provider}``: latency, failures, 429s, rejected recipients.
+- ``GET|PUT /_sandbox/sendgrid/webhook``: where the fake SendGrid posts its signed Event Webhook, and its key.
 - ``GET /_sandbox/media``: the media the fake WASender fetched for the messages it took (loopback URLs only).
 """
 
@@ -28,6 +29,7 @@ from functions.sandbox.sendgrid import summary as sendgrid_summary
 from functions.sandbox.settings import SandboxSettings
 from functions.sandbox.wasender import WASenderFake, WASenderSessionsFake
 from functions.sandbox.wasender import summary as wasender_summary
+from functions.sandbox.webhooks import EventWebhook, private_key
 from lib.adapters.http import EXCEPTION_HANDLERS, RequestMetrics, healthz, metrics_endpoint
 
 
@@ -36,13 +38,15 @@ def build_app(settings: SandboxSettings) -> Starlette:
         "sendgrid": Ledger("sendgrid", settings.max_records, Faults(reject_status=400), sendgrid_summary),
         "wasender": Ledger("wasender", settings.max_records, Faults(reject_status=422), wasender_summary),
     }
-    sendgrid = SendGridFake(ledgers["sendgrid"], settings.sendgrid_api_key)
+    webhook = EventWebhook(private_key(settings.sendgrid_webhook_private_key.reveal()))
+    sendgrid = SendGridFake(ledgers["sendgrid"], settings.sendgrid_api_key, webhook)
     wasender = WASenderFake(ledgers["wasender"], settings.wasender_api_key)
     sessions = WASenderSessionsFake(wasender, settings.wasender_personal_access_token)
     routes = [
         Route("/v3/mail/send", sendgrid.send, methods=["POST"]),
         Route("/api/send-message", wasender.send, methods=["POST"]),
         *sessions.routes(),
+        *webhook.routes(),
         *Control(ledgers).routes(),
         Route("/_sandbox/media", lambda _request: JSONResponse({"items": wasender.fetched}), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

@@ -22,7 +22,8 @@ class Faults:
     ``reject_recipients`` gets the provider's own invalid-recipient error with ``reject_status``.
     While ``hang`` is on, a call that passes takes its message (recorded as accepted) but its answer is held until
     ``hang`` is turned off: the provider that stops answering, at its worst for a client (it cannot know whether
-    the message went). With ``account`` (a key's fingerprint, as notify shows it) the injected failures meet only
+    the message went). A message to one of ``bounce_recipients`` is taken, and its Event Webhook says it bounced
+    (hard). With ``account`` (a key's fingerprint, as notify shows it) the injected failures meet only
     that account's calls: one customer's plan running out while the others' go on.
     """
 
@@ -37,10 +38,13 @@ class Faults:
     reject_status: int = 400
     hang: bool = False
     account: str | None = None
+    bounce_recipients: list[str] = field(default_factory=list)
     rejected: frozenset[str] = field(init=False, repr=False, compare=False)
+    bounced: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.rejected = frozenset(r.strip().lower() for r in self.reject_recipients)
+        self.bounced = frozenset(r.strip().lower() for r in self.bounce_recipients)
 
     def public(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
@@ -92,6 +96,9 @@ def parse_faults(raw: Any, default: Faults) -> Faults:
             kind = "an integer" if integral else "a number"
             problems.append({"field": name, "problem": f"must be {kind} from {low} to {high}"})
     recipients = raw.get("reject_recipients")
+    bounces = raw.get("bounce_recipients")
+    if bounces is not None and not (isinstance(bounces, list) and all(isinstance(r, str) for r in bounces)):
+        problems.append({"field": "bounce_recipients", "problem": "must be a list of strings"})
     if raw.get("hang") is not None and not isinstance(raw["hang"], bool):
         problems.append({"field": "hang", "problem": "must be true or false"})
     if raw.get("account") is not None and not isinstance(raw["account"], str):

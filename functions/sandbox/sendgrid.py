@@ -21,7 +21,9 @@ from starlette.responses import JSONResponse, Response
 
 from functions.sandbox.calls import Arrival, FakeEndpoint, Refusals
 from functions.sandbox.faults import Faults
-from functions.sandbox.ledger import Record
+from functions.sandbox.ledger import Ledger, Record
+from functions.sandbox.webhooks import EventWebhook
+from lib.common.settings import Secret
 
 MAX_BYTES = 30 * 1024 * 1024  # SendGrid: the whole message, attachments included, under 30 MB
 MAX_PERSONALIZATIONS = 1000
@@ -388,6 +390,10 @@ class SendGridFake(FakeEndpoint):
     refusals = _REFUSALS
     max_bytes = MAX_BYTES
 
+    def __init__(self, ledger: Ledger, api_key: Secret, webhook: EventWebhook | None = None) -> None:
+        super().__init__(ledger, api_key)
+        self._webhook = webhook
+
     def answer(self, arrival: Arrival) -> Response:
         received_at, raw, body = arrival.received_at, arrival.raw, arrival.body
         faults = self._ledger.faults
@@ -401,6 +407,9 @@ class SendGridFake(FakeEndpoint):
             )
         message_id = secrets.token_urlsafe(16)
         response = Response(status_code=202, headers={"X-Message-Id": message_id})
+        if self._webhook is not None:
+            bounced = any(email.strip().lower() in faults.bounced for _, email in recipients(body))
+            self._webhook.message_taken(body, message_id, bounced)
         return self._ledger.answer(received_at, raw, response, provider_message_id=message_id, account=arrival.account)
 
     def _rejected(self, body: dict[str, Any], faults: Faults) -> list[Problem]:

@@ -13,6 +13,7 @@ class SandboxSettings:
     sendgrid_api_key: Secret
     wasender_api_key: Secret
     wasender_personal_access_token: Secret
+    sendgrid_webhook_private_key: Secret  # PEM; empty: one made at start
     host: str = "127.0.0.1"
     port: int = 8090
     max_records: int = 100_000  # calls kept per provider for /_sandbox (the oldest go first)
@@ -25,6 +26,7 @@ class SandboxSettings:
             sendgrid_api_key=env.secret("SANDBOX_SENDGRID_API_KEY", "sandbox-sendgrid-key"),
             wasender_api_key=env.secret("SANDBOX_WASENDER_API_KEY", "sandbox-wasender-key"),
             wasender_personal_access_token=env.secret("SANDBOX_WASENDER_PERSONAL_ACCESS_TOKEN", "sandbox-wasender-pat"),
+            sendgrid_webhook_private_key=env.secret("SANDBOX_SENDGRID_WEBHOOK_PRIVATE_KEY", ""),
             host=env.text("SANDBOX_HOST", "127.0.0.1"),
             port=env.integer("SANDBOX_PORT", 8090, minimum=1),
             max_records=env.integer("SANDBOX_MAX_RECORDS", 100_000, minimum=1),

@@ -98,6 +98,12 @@ class BodyLimits:
 
 async def read_json(request: Request, max_bytes: int, limits: BodyLimits | None = None) -> Any:
     """The request's JSON body, refusing the wrong media type, oversized, late or malformed bodies."""
+    return parse_json_body(await read_body(request, max_bytes, limits))
+
+
+async def read_body(request: Request, max_bytes: int, limits: BodyLimits | None = None) -> bytes:
+    """The request's raw JSON body (a webhook's signature covers these very bytes), refusing the wrong media
+    type, oversized or late bodies."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
         raise UnsupportedMediaType("send the body as application/json")
@@ -130,7 +136,7 @@ async def read_json(request: Request, max_bytes: int, limits: BodyLimits | None 
         raise _unread(BadRequest("the client went away before its body arrived")) from None
     finally:
         limits.give(size)
-    return _parse(b"".join(chunks))
+    return b"".join(chunks)
 
 
 def _unread(error: NotifyError) -> NotifyError:
@@ -138,7 +144,7 @@ def _unread(error: NotifyError) -> NotifyError:
     return error
 
 
-def _parse(body: bytes) -> Any:
+def parse_json_body(body: bytes) -> Any:
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -111,3 +111,41 @@ async def list_messages(pool: db.Pool, site: SiteIdentity, filters: ListFilters)
         "items": [public_json(r) for r in page],
         "next_cursor": encode_cursor(page[-1]) if len(rows) > filters.limit else None,
     }
+
+
+async def timeline(pool: db.Pool, site: SiteIdentity, message_id: uuid.UUID) -> dict[str, Any]:
+    """A message's story, oldest first: accepted (and scheduled), each failed attempt with its error, sent, and
+    each provider event with its time and reason. Another site's message is a 404."""
+    row = await db.fetch_one(pool, "message_history_for_site", {"id": message_id, "site_id": site.site_id})
+    if row is None:
+        raise NotFound("no such message")
+    entries: list[dict[str, Any]] = [{"at": row["created_at"].isoformat(), "event": "accepted"}]
+    if row["send_at"] is not None:
+        entries.append({"at": row["send_at"].isoformat(), "event": "due"})
+    for attempt in row["attempt_errors"] or []:
+        entries.append(
+            {
+                "at": attempt.get("at"),
+                "event": attempt.get("event", "attempt_failed"),
+                "attempt": attempt.get("attempt"),
+                "reason": attempt.get("error"),
+                "code": attempt.get("code"),
+            }
+        )
+    if row["sent_at"] is not None:
+        entries.append(
+            {"at": row["sent_at"].isoformat(), "event": "sent", "provider_message_id": row["provider_message_id"]}
+        )
+    params = {"id": message_id, "provider_message_id": row["provider_message_id"]}
+    for event in await db.fetch_all(pool, "provider_events_of_message", params):
+        entries.append(
+            {
+                "at": event["occurred_at"].isoformat(),
+                "event": event["event"],
+                "provider": event["provider"],
+                "reason": event["reason"],
+                **({"bounce_type": event["bounce_type"]} if event["bounce_type"] else {}),
+            }
+        )
+    entries.sort(key=lambda e: str(e["at"] or ""))
+    return {"message_id": str(message_id), "status": row["status"], "events": entries}

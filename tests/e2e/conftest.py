@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -12,8 +13,11 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from bench.common import free_port
+from functions.sandbox.webhooks import public_key_b64
 from lib.adapters.kafka import drop_topics, ensure_topics
 from lib.common.settings import KafkaSettings
 from tests.conftest import ADMIN_TOKEN, KAFKA_BOOTSTRAP, TEST_KEK, TEST_MEDIA_KEY
@@ -24,6 +28,8 @@ WASENDER_KEY = "e2e-wasender-key"
 # Sites' own accounts the fake providers also accept (a provider has one account per customer).
 SITE_SENDGRID_KEYS = ("SG.e2e-site-account-a", "SG.e2e-site-account-b")
 WASENDER_PAT = "e2e-wasender-personal-access-token"  # the account's: creates sessions
+# The key the fake SendGrid signs its Event Webhook with; tests sign their own batches with it too.
+WEBHOOK_KEY = ec.generate_private_key(ec.SECP256R1())
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +40,9 @@ def sandbox() -> Iterator[str]:
         "SANDBOX_SENDGRID_API_KEY": ",".join((SENDGRID_KEY, *SITE_SENDGRID_KEYS)),
         "SANDBOX_WASENDER_API_KEY": WASENDER_KEY,
         "SANDBOX_WASENDER_PERSONAL_ACCESS_TOKEN": WASENDER_PAT,
+        "SANDBOX_SENDGRID_WEBHOOK_PRIVATE_KEY": WEBHOOK_KEY.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode(),
     }
     proc = Deployable("sandbox", "functions.sandbox", env, f"http://127.0.0.1:{port}/healthz").start()
     yield f"http://127.0.0.1:{port}"
@@ -88,6 +97,7 @@ class Stack:
                 "API_PORT": str(port),
                 "WASENDER_API_URL": f"{sandbox_url}/api",
                 "WASENDER_PERSONAL_ACCESS_TOKEN": WASENDER_PAT,
+                "SENDGRID_WEBHOOK_PUBLIC_KEY_BASE64": public_key_b64(WEBHOOK_KEY),
                 **(api_env or {}),
             },
             f"{self.api_url}/healthz",
@@ -168,7 +178,14 @@ class Stack:
                 raise AssertionError(f"{len(pending)} messages not done: {list(pending.items())[:5]}")
             time.sleep(0.2)
 
+    def enable_event_webhook(self) -> None:
+        """The fake SendGrid posts its signed events for what it takes to this stack's API (off by default: the
+        other tests count SENT)."""
+        httpx.put(f"{self.sandbox_url}/_sandbox/sendgrid/webhook", json={"url": f"{self.api_url}/webhooks/sendgrid"})
+
     def close(self) -> None:
+        with contextlib.suppress(httpx.HTTPError):  # a test may have stopped the sandbox
+            httpx.put(f"{self.sandbox_url}/_sandbox/sendgrid/webhook", json={"url": None})
         self.http.close()
         for proc in reversed(self.processes):
             proc.stop()

@@ -1,0 +1,113 @@
+"""The fake SendGrid's Event Webhook: after it takes a message it posts the events SendGrid would (processed,
+then delivered, or a hard bounce for a recipient the faults name), as one batch signed exactly as SendGrid signs:
+ECDSA P-256 over the timestamp header followed by the raw body, SHA-256, base64 DER in
+``X-Twilio-Email-Event-Webhook-Signature`` beside ``X-Twilio-Email-Event-Webhook-Timestamp``.
+
+``PUT /_sandbox/sendgrid/webhook {"url"}`` says where to post (nothing is posted before); ``GET`` shows it and
+the public key to configure the receiver with (base64 DER, as SendGrid's settings page shows it). The private
+key comes from ``SANDBOX_SENDGRID_WEBHOOK_PRIVATE_KEY`` (PEM) or is made at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+BOUNCE_REASON = "550 5.1.1 The email account that you tried to reach does not exist."
+POSTABLE_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})  # the sandbox reaches nothing off this machine
+
+
+def private_key(pem: str) -> ec.EllipticCurvePrivateKey:
+    if not pem:
+        return ec.generate_private_key(ec.SECP256R1())
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("SANDBOX_SENDGRID_WEBHOOK_PRIVATE_KEY must be an EC private key")
+    return key
+
+
+def public_key_b64(key: ec.EllipticCurvePrivateKey) -> str:
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(der).decode()
+
+
+def signed_headers(key: ec.EllipticCurvePrivateKey, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    signature = key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    return {
+        "Content-Type": "application/json",
+        "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+        "X-Twilio-Email-Event-Webhook-Timestamp": stamp,
+    }
+
+
+def events_for(body: dict[str, Any], message_id: str, bounced: bool) -> list[dict[str, Any]]:
+    """What SendGrid posts for one accepted message: each recipient processed, then delivered or bounced; the
+    custom_args at the top of each event."""
+    custom: dict[str, Any] = {}
+    for args in [body.get("custom_args"), *(p.get("custom_args") for p in body.get("personalizations") or [])]:
+        custom.update(args if isinstance(args, dict) else {})
+    now = int(time.time())
+    events = []
+    for personalization in body.get("personalizations") or []:
+        for to in personalization.get("to") or []:
+            email = to.get("email") if isinstance(to, dict) else None
+            base = {**custom, "email": email, "sg_message_id": f"{message_id}.filter0001.1.0"}
+            events.append({**base, "event": "processed", "timestamp": now, "sg_event_id": secrets.token_urlsafe(16)})
+            last = (
+                {"event": "bounce", "type": "bounce", "reason": BOUNCE_REASON, "status": "5.1.1"}
+                if bounced
+                else {"event": "delivered", "response": "250 OK"}
+            )
+            events.append({**base, **last, "timestamp": now + 1, "sg_event_id": secrets.token_urlsafe(16)})
+    return events
+
+
+class EventWebhook:
+    def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
+        self._key = key
+        self.url: str | None = None
+        self.posted: list[dict[str, Any]] = []  # each batch's answer, for tests
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def routes(self) -> list[Route]:
+        return [Route("/_sandbox/sendgrid/webhook", self.settings, methods=["GET", "PUT"])]
+
+    async def settings(self, request: Request) -> Response:
+        if request.method == "PUT":
+            data = await request.json()
+            url = data.get("url") if isinstance(data, dict) else None
+            if url is not None and (not isinstance(url, str) or urlsplit(url).hostname not in POSTABLE_HOSTS):
+                return JSONResponse({"error": "url must be on this machine (the sandbox reaches nothing else)"}, 422)
+            self.url = url
+        return JSONResponse({"url": self.url, "public_key": public_key_b64(self._key), "posted": self.posted})
+
+    def message_taken(self, body: dict[str, Any], message_id: str, bounced: bool) -> None:
+        """Post its events soon, as SendGrid does, off the send's own answer."""
+        if self.url is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._post(self.url, events_for(body, message_id, bounced)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _post(self, url: str, events: list[dict[str, Any]]) -> None:
+        await asyncio.sleep(0.05)
+        raw = json.dumps(events).encode()
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                response = await client.post(url, content=raw, headers=signed_headers(self._key, raw))
+            self.posted.append({"events": len(events), "status": response.status_code})
+        except httpx.HTTPError as exc:
+            self.posted.append({"events": len(events), "status": None, "error": repr(exc)})
