@@ -217,6 +217,13 @@ CREATE TABLE public.site_metrics_daily (
     scheduled bigint DEFAULT 0 NOT NULL,
     cancelled bigint DEFAULT 0 NOT NULL
 );
+CREATE TABLE public.suppressions (
+    site_id uuid NOT NULL,
+    channel public.channel NOT NULL,
+    recipient text NOT NULL,
+    reason text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
 CREATE TABLE public.whatsapp_sessions (
     site_id uuid NOT NULL,
     session_id bigint NOT NULL,
@@ -250,6 +257,8 @@ ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
 ALTER TABLE ONLY public.site_metrics_daily
     ADD CONSTRAINT site_metrics_daily_pkey PRIMARY KEY (site_id, day, channel);
+ALTER TABLE ONLY public.suppressions
+    ADD CONSTRAINT suppressions_pkey PRIMARY KEY (site_id, channel, recipient);
 ALTER TABLE ONLY public.whatsapp_sessions
     ADD CONSTRAINT whatsapp_sessions_pkey PRIMARY KEY (site_id);
 ALTER TABLE ONLY public.whatsapp_sessions
@@ -284,5 +293,7 @@ ALTER TABLE ONLY public.provider_accounts
     ADD CONSTRAINT provider_accounts_site_id_fkey FOREIGN KEY (site_id) REFERENCES public.frappe_sites(id) ON DELETE CASCADE;
 ALTER TABLE ONLY public.site_metrics_daily
     ADD CONSTRAINT site_metrics_daily_site_id_fkey FOREIGN KEY (site_id) REFERENCES public.frappe_sites(id);
+ALTER TABLE ONLY public.suppressions
+    ADD CONSTRAINT suppressions_site_id_fkey FOREIGN KEY (site_id) REFERENCES public.frappe_sites(id) ON DELETE CASCADE;
 ALTER TABLE ONLY public.whatsapp_sessions
     ADD CONSTRAINT whatsapp_sessions_site_id_fkey FOREIGN KEY (site_id) REFERENCES public.frappe_sites(id) ON DELETE CASCADE;

@@ -43,6 +43,18 @@ RETURNING id;
 SELECT id FROM message_logs
 WHERE id = ANY(%(ids)s::uuid[]) AND status NOT IN ('SCHEDULED', 'PENDING', 'PROCESSING');
 
+-- name: add_suppressions
+-- What suppresses an address for its site and channel: a hard bounce, a spam report, an unsubscribe.
+INSERT INTO suppressions (site_id, channel, recipient, reason)
+SELECT DISTINCT ON (m.site_id, m.channel, m.recipient) m.site_id, m.channel, m.recipient, e.event
+FROM provider_events e
+JOIN message_logs m ON m.id = coalesce(e.message_id, (
+    SELECT x.id FROM message_logs x WHERE x.provider_message_id = e.provider_message_id LIMIT 1))
+WHERE e.id = ANY(%(ids)s::bigint[])
+  AND (e.event IN ('spamreport', 'unsubscribe') OR (e.event = 'bounce' AND coalesce(e.payload->>'type', 'bounce') = 'bounce'))
+ORDER BY m.site_id, m.channel, m.recipient, e.occurred_at
+ON CONFLICT DO NOTHING;
+
 -- name: mark_provider_events_processed
 UPDATE provider_events SET processed_at = now() WHERE id = ANY(%(ids)s::bigint[]);
 

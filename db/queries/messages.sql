@@ -3,7 +3,8 @@
 -- passed as one JSON array: a single parameter is far cheaper to send than ten arrays. Each element is the
 -- message's Kafka record (its keys name the columns; the others are ignored), plus the row's own fields
 -- when it has them (the idempotency pair; send_at, and status SCHEDULED): each message is encoded once. Rows
--- whose idempotency key was already used are skipped; the caller finds them by the ids missing from RETURNING.
+-- whose idempotency key was already used are skipped (the caller finds them by the ids missing from the answer);
+-- rows to a suppressed recipient come back marked suppressed.
 -- A message's attachments (ids and names: the files are stored already) become its message_attachments rows in
 -- the same statement.
 WITH rows AS (
@@ -11,6 +12,9 @@ WITH rows AS (
         message_id uuid, site_id uuid, channel channel, recipient text, subject text, body text, html text,
         metadata jsonb, idempotency_key text, idempotency_fingerprint text, send_at timestamptz,
         status message_status, sender jsonb, attachments jsonb, media jsonb)
+), suppressed AS (  -- a recipient on the site's suppression list for the channel: refused, not stored
+    SELECT r.message_id FROM rows r
+    JOIN suppressions s ON s.site_id = r.site_id AND s.channel = r.channel AND s.recipient = r.recipient
 ), inserted AS (
     INSERT INTO message_logs
         (id, site_id, channel, recipient, subject, body, html, metadata, idempotency_key,
@@ -18,7 +22,7 @@ WITH rows AS (
     SELECT message_id, site_id, channel, recipient, subject, body, html, coalesce(metadata, '{}'), idempotency_key,
            idempotency_fingerprint, send_at, coalesce(status, 'PENDING'), sender,
            coalesce(jsonb_array_length(attachments), 0), media
-    FROM rows
+    FROM rows WHERE message_id NOT IN (SELECT message_id FROM suppressed)
     ON CONFLICT (site_id, idempotency_key) DO NOTHING
     RETURNING id
 ), linked AS (
@@ -29,7 +33,9 @@ WITH rows AS (
          jsonb_array_elements(r.attachments) WITH ORDINALITY AS f(file, position)
     WHERE r.attachments IS NOT NULL
 )
-SELECT id FROM inserted;
+SELECT id, false AS suppressed FROM inserted
+UNION ALL
+SELECT message_id, true FROM suppressed;
 
 -- name: messages_by_idempotency_keys
 SELECT id, idempotency_key, idempotency_fingerprint, status::text, failure_code

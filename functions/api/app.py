@@ -55,6 +55,7 @@ from lib.services import (
     senders,
     site_metrics,
     sites,
+    suppressions,
     whatsapp_sessions,
 )
 from lib.services.admin import AdminGate
@@ -341,6 +342,25 @@ async def sendgrid_events(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def site_suppressions(request: Request) -> Response:
+    site = await require_site(request)
+    query = suppressions.parse_query(dict(request.query_params), {"channel", "limit"})
+    return JSONResponse(await suppressions.of_site(services(request).pool, site, query))
+
+
+async def remove_suppression(request: Request) -> Response:
+    site = await require_site(request)
+    params = request.path_params
+    await suppressions.remove(services(request).pool, site, params["channel"], params["recipient"])
+    return Response(status_code=204)
+
+
+async def admin_suppressions(request: Request) -> Response:
+    require_admin(request)
+    query = suppressions.parse_query(dict(request.query_params), {"channel", "limit", "site_name"})
+    return JSONResponse(await suppressions.every_site(services(request).pool, query))
+
+
 async def cancel_notification(request: Request) -> Response:
     site = await require_site(request)
     message_id = reading.parse_message_id(request.path_params["message_id"])
@@ -397,6 +417,9 @@ ROUTES = [
     Route("/api/v1/notifications/{message_id}/cancel", cancel_notification, methods=["POST"]),
     Route("/api/v1/notifications/{message_id}/events", notification_events, methods=["GET"]),
     Route("/webhooks/sendgrid", sendgrid_events, methods=["POST"]),
+    Route("/api/v1/suppressions", site_suppressions, methods=["GET"]),
+    Route("/api/v1/suppressions/{channel}/{recipient}", remove_suppression, methods=["DELETE"]),
+    Route("/api/v1/admin/suppressions", admin_suppressions, methods=["GET"]),
     Route("/api/v1/attachments", upload_attachment, methods=["POST"]),
     Route("/media/{attachment_id}", media_file, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),

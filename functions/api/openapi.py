@@ -29,7 +29,7 @@ ERROR_CODES = {
     ],
     413: ["payload_too_large"],
     415: ["unsupported_media_type"],
-    422: ["validation_failed", "unstorable_message"],
+    422: ["validation_failed", "unstorable_message", "recipient_suppressed"],
     429: ["rate_limited", "auth_rate_limited"],
     503: [
         "database_unavailable",
@@ -272,6 +272,24 @@ SCHEMAS: dict[str, Any] = {
             "qr_code": {"type": ["string", "null"], "description": "connect only: the QR code's text to render"},
             "created_at": _TIMESTAMP,
             "updated_at": _TIMESTAMP,
+        },
+    },
+    "Suppressions": {
+        "type": "object",
+        "properties": {
+            "items": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "site_name": {"type": "string", "description": "the admin's listing only"},
+                        "channel": {"enum": list(CHANNELS)},
+                        "recipient": {"type": "string"},
+                        "reason": {"enum": ["bounce", "spamreport", "unsubscribe"]},
+                        "created_at": _TIMESTAMP,
+                    },
+                },
+            }
         },
     },
     "DailyMetrics": {
@@ -793,6 +811,40 @@ PATHS: dict[str, Any] = {
                 ),
                 **_errors(*_SITE_ERRORS, 404),
             },
+        }
+    },
+    "/api/v1/suppressions": {
+        "get": {
+            "summary": "The caller's suppression list: addresses its messages are not sent to on a channel",
+            "security": SITE_KEY,
+            "parameters": [
+                _q("channel", "email or whatsapp", {"enum": list(CHANNELS)}),
+                _q("limit", "1-1000, default 100", {"type": "integer"}),
+            ],
+            "responses": {"200": _json(_ref("Suppressions"), "newest first"), **_errors(*_SITE_ERRORS, 422)},
+        }
+    },
+    "/api/v1/suppressions/{channel}/{recipient}": {
+        "delete": {
+            "summary": "Send to this address again (the site knows it is good now)",
+            "security": SITE_KEY,
+            "parameters": [
+                {"name": "channel", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "recipient", "in": "path", "required": True, "schema": {"type": "string"}},
+            ],
+            "responses": {"204": {"description": "removed"}, **_errors(*_SITE_ERRORS, 404)},
+        }
+    },
+    "/api/v1/admin/suppressions": {
+        "get": {
+            "summary": "Every site's suppressions, or one site's (admin)",
+            "security": ADMIN,
+            "parameters": [
+                _q("site_name", "one site"),
+                _q("channel", "email or whatsapp", {"enum": list(CHANNELS)}),
+                _q("limit", "1-1000, default 100", {"type": "integer"}),
+            ],
+            "responses": {"200": _json(_ref("Suppressions"), "newest first"), **_errors(401, 422, 429, 503)},
         }
     },
     "/webhooks/sendgrid": {

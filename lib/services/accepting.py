@@ -166,6 +166,17 @@ async def store_files(pool: db.Pool, site_id: uuid.UUID, files: tuple[Attachment
     return await db.fetch_all(pool, "insert_attachments", params)
 
 
+def _suppressed() -> ValidationFailed:
+    message = (
+        "the recipient is on this site's suppression list for the channel (a bounce, a spam report or an unsubscribe)"
+    )
+    return ValidationFailed(
+        "the recipient is suppressed",
+        code="recipient_suppressed",
+        details=[{"field": "recipient", "code": "suppressed", "message": message}],
+    )
+
+
 def _too_far(horizon: timedelta) -> ValidationFailed:
     message = f"send_at must be at most {horizon.days} days ahead"
     return ValidationFailed(
@@ -355,7 +366,10 @@ class Acceptor:
         """One statement for all; if the database refuses a row (validation lets nothing such through, so this
         is a safety net), halves are retried until the row is alone, and it fails by itself."""
         try:
-            return {r["id"] for r in await db.fetch_all(self.pool, "insert_messages", _insert_params(items))}, {}
+            rows = await db.fetch_all(self.pool, "insert_messages", _insert_params(items))
+            return {r["id"] for r in rows if not r["suppressed"]}, {
+                r["id"]: _suppressed() for r in rows if r["suppressed"]
+            }
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             if len(items) == 1:
                 log.error(

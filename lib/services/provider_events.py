@@ -69,6 +69,7 @@ async def apply_pending(pool: db.Pool, *, limit: int = BATCH) -> int:
             if await (await conn.execute(db.query("settle_message_status"), params)).fetchone():
                 SETTLED.labels(status).inc()
         done = [r["id"] for r in taken if r["message_id"] is None or r["message_id"] in past]
+        await conn.execute(db.query("add_suppressions"), {"ids": done})
         await conn.execute(db.query("mark_provider_events_processed"), {"ids": done})
         return len(taken)
 

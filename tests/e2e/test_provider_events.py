@@ -96,3 +96,25 @@ def test_forged_stale_repeated_and_late_events_change_nothing_they_should_not(st
     )
     state = stack.wait_until([message_id], lambda s: s["status"] == "BOUNCED", timeout_s=10)[message_id]
     assert state["last_error"] == "mailbox gone"
+
+
+def test_a_hard_bounce_suppresses_the_address_and_the_next_send_is_refused(stack: Stack) -> None:
+    stack.enable_event_webhook()
+    stack.worker("email")
+    site = stack.register()
+    faults(stack, "sendgrid", bounce_recipients=["dead@example.com"])
+    first = send(stack, site, {**emails(1, "first")[0], "recipient": "dead@example.com"})
+    stack.wait_until([first], lambda s: s["status"] == "BOUNCED", timeout_s=30)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        items = stack.http.get("/api/v1/suppressions", headers={"X-Site-Key": site["X-Site-Key"]}).json()["items"]
+        if items:
+            break
+        time.sleep(0.2)
+    assert [(s["recipient"], s["reason"]) for s in items] == [("dead@example.com", "bounce")]
+    refused = stack.http.post(
+        "/api/v1/notifications/send",
+        json={**emails(1, "second")[0], "recipient": "dead@example.com"},
+        headers={"X-Site-Key": site["X-Site-Key"]},
+    )
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "recipient_suppressed"
