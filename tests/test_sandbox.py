@@ -38,6 +38,7 @@ def sandbox_url() -> Iterator[str]:
         wasender_api_key=Secret(WASENDER_KEY),
         wasender_personal_access_token=Secret(WASENDER_PAT),
         sendgrid_webhook_private_key=Secret(""),
+        wasender_webhook_secret=Secret("wasender-webhook-secret"),
         max_records=1000,
     )
     config = uvicorn.Config(build_app(settings), host="127.0.0.1", port=0, log_config=None, access_log=False)

@@ -24,7 +24,8 @@ SELECT coalesce(e.message_id, m.id) AS message_id, e.id, e.event, e.payload->>'t
        e.reason
 FROM provider_events e
 LEFT JOIN message_logs m ON e.message_id IS NULL AND m.provider_message_id = e.provider_message_id
-WHERE coalesce(e.message_id, m.id) = ANY(%(ids)s::uuid[]) AND e.event IN ('delivered', 'bounce', 'dropped')
+WHERE coalesce(e.message_id, m.id) = ANY(%(ids)s::uuid[])
+  AND e.event IN ('delivered', 'bounce', 'dropped', 'read', 'played', 'failed')
 ORDER BY e.id;
 
 -- name: settle_message_status
@@ -33,7 +34,7 @@ UPDATE message_logs
 SET status = %(status)s::message_status,
     failure_code = CASE WHEN %(status)s = 'FAILED' THEN 'provider_dropped' ELSE failure_code END,
     last_error = CASE WHEN %(status)s IN ('FAILED', 'BOUNCED') THEN %(reason)s ELSE last_error END
-WHERE id = %(id)s AND status IN ('SENT', 'DELIVERED', 'BOUNCED', 'FAILED')
+WHERE id = %(id)s AND status IN ('SENT', 'DELIVERED', 'BOUNCED', 'READ', 'FAILED')
   AND (status <> 'FAILED' OR failure_code = 'provider_dropped')
   AND status IS DISTINCT FROM %(status)s::message_status
 RETURNING id;

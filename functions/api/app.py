@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -41,7 +42,7 @@ from lib.adapters.sealing import Sealer
 from lib.adapters.webhook_signatures import SIGNATURE_HEADER, TIMESTAMP_HEADER, SendGridVerifier
 from lib.common.logs import tune_gc
 from lib.domain.errors import BadRequest, Forbidden, NotifyError, Unauthorized, Unavailable
-from lib.domain.provider_events import parse_sendgrid_events
+from lib.domain.provider_events import parse_sendgrid_events, parse_wasender_event
 from lib.domain.validation import check_idempotency_key, parse_notification
 from lib.domain.vocabulary import MessageStatus
 from lib.services import (
@@ -342,6 +343,27 @@ async def sendgrid_events(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def wasender_events(request: Request) -> Response:
+    """WASender's webhook: its X-Webhook-Signature must be the webhook secret (WASender's own scheme: the secret
+    itself, compared in constant time); a message's status update is stored once and applied off the request path."""
+    svc = services(request)
+    raw = await read_body(request, svc.settings.max_body_bytes, svc.body_limits)
+    secret = svc.settings.wasender_webhook_secret
+    if secret is None:
+        raise Forbidden("webhook verification is not configured", code="webhook_not_configured")
+    given = request.headers.get("x-webhook-signature")
+    if not given:
+        raise Unauthorized("the webhook is not signed", code="webhook_unsigned")
+    if not hmac.compare_digest(given.encode(), secret.reveal().encode()):
+        raise Forbidden("the webhook's signature is not valid", code="webhook_signature_invalid")
+    try:
+        events = parse_wasender_event(parse_json_body(raw))
+    except ValueError as exc:
+        raise BadRequest(f"not a WASender webhook: {exc}", code="invalid_json") from None
+    await provider_events.store(svc.pool, events)
+    return JSONResponse({"received": True})
+
+
 async def site_suppressions(request: Request) -> Response:
     site = await require_site(request)
     query = suppressions.parse_query(dict(request.query_params), {"channel", "limit"})
@@ -417,6 +439,7 @@ ROUTES = [
     Route("/api/v1/notifications/{message_id}/cancel", cancel_notification, methods=["POST"]),
     Route("/api/v1/notifications/{message_id}/events", notification_events, methods=["GET"]),
     Route("/webhooks/sendgrid", sendgrid_events, methods=["POST"]),
+    Route("/webhooks/wasender", wasender_events, methods=["POST"]),
     Route("/api/v1/suppressions", site_suppressions, methods=["GET"]),
     Route("/api/v1/suppressions/{channel}/{recipient}", remove_suppression, methods=["DELETE"]),
     Route("/api/v1/admin/suppressions", admin_suppressions, methods=["GET"]),

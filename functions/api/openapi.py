@@ -813,6 +813,18 @@ PATHS: dict[str, Any] = {
             },
         }
     },
+    "/webhooks/wasender": {
+        "post": {
+            "summary": "WASender's webhook: a message's status updates (sent, delivered, read, played, error)",
+            "description": "Its X-Webhook-Signature must be WASENDER_WEBHOOK_SECRET (WASender's scheme: the secret"
+            " itself). Each update is stored once and applied off the request path.",
+            "parameters": [
+                {"name": "X-Webhook-Signature", "in": "header", "required": True, "schema": {"type": "string"}}
+            ],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {"200": _json({"type": "object"}, "received"), **_errors(400, 401, 403, 408, 413, 415, 503)},
+        }
+    },
     "/api/v1/suppressions": {
         "get": {
             "summary": "The caller's suppression list: addresses its messages are not sent to on a channel",

@@ -52,6 +52,7 @@ class ApiSettings:
     wasender: WASenderAccountSettings = field(default_factory=WASenderAccountSettings)  # sites' WhatsApp sessions
     sendgrid_webhook_public_key: str = ""  # SendGrid's Event Webhook verification key; empty: the route refuses all
     webhook_max_age_s: float = 300.0
+    wasender_webhook_secret: Secret | None = None  # what WASender puts in X-Webhook-Signature; None: refuse all
 
     @property
     def send_body_limit(self) -> int:
@@ -99,4 +100,5 @@ class ApiSettings:
             wasender=WASenderAccountSettings.from_env(env),
             sendgrid_webhook_public_key=env.text("SENDGRID_WEBHOOK_PUBLIC_KEY_BASE64", ""),
             webhook_max_age_s=env.number("WEBHOOK_MAX_AGE_SECONDS", 300.0, minimum=1),
+            wasender_webhook_secret=Secret(w) if (w := env.text("WASENDER_WEBHOOK_SECRET", "")) else None,
         )

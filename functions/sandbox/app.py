@@ -11,6 +11,7 @@ Control side (tests, the walkthrough, ``helm test``), under ``/_sandbox`` (``fun
 - ``DELETE /_sandbox/messages``: forget calls, messages and counts.
 - ``GET|PUT|DELETE /_sandbox/faults/{provider}``: latency, failures, 429s, rejected recipients.
 - ``GET|PUT /_sandbox/sendgrid/webhook``: where the fake SendGrid posts its signed Event Webhook, and its key.
+- ``GET|PUT /_sandbox/wasender/webhook``: where the fake WASender posts its messages.update webhook.
 - ``GET /_sandbox/media``: the media the fake WASender fetched for the messages it took (loopback URLs only).
 """
 
@@ -29,7 +30,7 @@ from functions.sandbox.sendgrid import summary as sendgrid_summary
 from functions.sandbox.settings import SandboxSettings
 from functions.sandbox.wasender import WASenderFake, WASenderSessionsFake
 from functions.sandbox.wasender import summary as wasender_summary
-from functions.sandbox.webhooks import EventWebhook, private_key
+from functions.sandbox.webhooks import EventWebhook, StatusWebhook, private_key
 from lib.adapters.http import EXCEPTION_HANDLERS, RequestMetrics, healthz, metrics_endpoint
 
 
@@ -40,13 +41,15 @@ def build_app(settings: SandboxSettings) -> Starlette:
     }
     webhook = EventWebhook(private_key(settings.sendgrid_webhook_private_key.reveal()))
     sendgrid = SendGridFake(ledgers["sendgrid"], settings.sendgrid_api_key, webhook)
-    wasender = WASenderFake(ledgers["wasender"], settings.wasender_api_key)
+    status_webhook = StatusWebhook(settings.wasender_webhook_secret.reveal())
+    wasender = WASenderFake(ledgers["wasender"], settings.wasender_api_key, status_webhook)
     sessions = WASenderSessionsFake(wasender, settings.wasender_personal_access_token)
     routes = [
         Route("/v3/mail/send", sendgrid.send, methods=["POST"]),
         Route("/api/send-message", wasender.send, methods=["POST"]),
         *sessions.routes(),
         *webhook.routes(),
+        *status_webhook.routes(),
         *Control(ledgers).routes(),
         Route("/_sandbox/media", lambda _request: JSONResponse({"items": wasender.fetched}), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

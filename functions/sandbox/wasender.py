@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from functions.sandbox.calls import Arrival, BearerKey, FakeEndpoint, Refusals, parse_json
 from functions.sandbox.ledger import Ledger, Record
+from functions.sandbox.webhooks import StatusWebhook
 from lib.common.settings import Secret
 
 MAX_BYTES = 10 * 1024 * 1024  # the sandbox's own guard: WASender documents no body limit
@@ -117,8 +118,9 @@ class WASenderFake(FakeEndpoint):
     refusals = _REFUSALS
     max_bytes = MAX_BYTES
 
-    def __init__(self, ledger: Ledger, api_key: Secret) -> None:
+    def __init__(self, ledger: Ledger, api_key: Secret, webhook: StatusWebhook | None = None) -> None:
         super().__init__(ledger, api_key)
+        self._webhook = webhook
         # Integers, as WASender's msgId; started from the clock so a restarted sandbox does not reuse them.
         self._ids = itertools.count(int(time.time() * 1000))
         self.fetched: list[dict[str, Any]] = []  # what it fetched of each message's media, as WASender does
@@ -147,6 +149,8 @@ class WASenderFake(FakeEndpoint):
                 self._fetching.add(task)
                 task.add_done_callback(self._fetching.discard)
         data = {"msgId": msg_id, "jid": body["to"], "status": "in_progress"}
+        if self._webhook is not None:
+            self._webhook.message_taken(msg_id, body["to"], arrival.account or "")
         response = JSONResponse({"success": True, "data": data})
         return self._ledger.answer(received_at, raw, response, provider_message_id=str(msg_id), account=arrival.account)
 

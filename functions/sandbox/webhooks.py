@@ -111,3 +111,52 @@ class EventWebhook:
             self.posted.append({"events": len(events), "status": response.status_code})
         except httpx.HTTPError as exc:
             self.posted.append({"events": len(events), "status": None, "error": repr(exc)})
+
+
+class StatusWebhook:
+    """The fake WASender's webhook: for each message it takes, ``messages.update`` with status 2 (sent), then 3
+    (delivered), each with ``X-Webhook-Signature`` set to the webhook secret, as WASender sends it.
+    ``PUT /_sandbox/wasender/webhook {"url"}`` says where (nothing is posted before)."""
+
+    def __init__(self, secret: str) -> None:
+        self._secret = secret
+        self.url: str | None = None
+        self.posted: list[dict[str, Any]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def routes(self) -> list[Route]:
+        return [Route("/_sandbox/wasender/webhook", self.settings, methods=["GET", "PUT"])]
+
+    async def settings(self, request: Request) -> Response:
+        if request.method == "PUT":
+            data = await request.json()
+            url = data.get("url") if isinstance(data, dict) else None
+            if url is not None and (not isinstance(url, str) or urlsplit(url).hostname not in POSTABLE_HOSTS):
+                return JSONResponse({"error": "url must be on this machine (the sandbox reaches nothing else)"}, 422)
+            self.url = url
+        return JSONResponse({"url": self.url, "posted": self.posted})
+
+    def message_taken(self, msg_id: int, to: str, api_key: str) -> None:
+        if self.url is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._post(self.url, msg_id, to, api_key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _post(self, url: str, msg_id: int, to: str, api_key: str) -> None:
+        await asyncio.sleep(0.05)
+        headers = {"Content-Type": "application/json", "X-Webhook-Signature": self._secret}
+        async with httpx.AsyncClient(timeout=10) as client:
+            for status in (2, 3):
+                update = {
+                    "event": "messages.update",
+                    "sessionId": api_key,
+                    "data": {"update": {"status": status}, "key": {"remoteJid": to, "id": msg_id, "fromMe": True}},
+                    "timestamp": int(time.time() * 1000),
+                }
+                try:
+                    response = await client.post(url, content=json.dumps(update).encode(), headers=headers)
+                    self.posted.append({"status": status, "answer": response.status_code})
+                except httpx.HTTPError as exc:
+                    self.posted.append({"status": status, "answer": None, "error": repr(exc)})
+                await asyncio.sleep(0.01)

@@ -2,6 +2,7 @@
 and the status a message ends in follows its latest status-bearing event by the provider's own clock.
 
 - ``delivered`` -> DELIVERED; a hard ``bounce`` -> BOUNCED; ``dropped`` -> FAILED (the provider refused to send);
+- WASender's ``messages.update``: delivered -> DELIVERED, read (and played) -> READ, error -> FAILED;
 - ``processed``, ``deferred``, a soft bounce (``type: blocked``), ``open``, ``click``, ``spamreport``,
   ``unsubscribe`` are events of the timeline, not statuses.
 """
@@ -43,6 +44,10 @@ def event_status(event: str, bounce_type: str | None) -> MessageStatus | None:
     """The status an event says the message is in, if it says one (a bounce of ``type: blocked`` is soft)."""
     if event == "delivered":
         return MessageStatus.DELIVERED
+    if event in ("read", "played"):
+        return MessageStatus.READ
+    if event == "failed":
+        return MessageStatus.FAILED
     if event == "bounce" and (bounce_type or "bounce") == "bounce":
         return MessageStatus.BOUNCED
     if event == "dropped":
@@ -87,6 +92,34 @@ def parse_sendgrid_events(body: Any) -> list[ProviderEvent]:
             )
         )
     return found
+
+
+# WASender's message status codes (its messages.update webhook): what notify calls each.
+WASENDER_STATUSES = {0: "failed", 1: "pending", 2: "sent", 3: "delivered", 4: "read", 5: "played"}
+
+
+def parse_wasender_event(body: Any) -> list[ProviderEvent]:
+    """A WASender webhook: a ``messages.update`` becomes one event (id: the message and its status, so the same
+    update twice is one); other events are not read. Its ``sessionId`` (the session's API key) is never kept."""
+    if not isinstance(body, dict):
+        raise ValueError("a WASender webhook is a JSON object")
+    data = body.get("data")
+    update = data.get("update") if isinstance(data, dict) else None
+    key = data.get("key") if isinstance(data, dict) else None
+    status = update.get("status") if isinstance(update, dict) else None
+    timestamp = body.get("timestamp")
+    if body.get("event") != "messages.update" or not isinstance(key, dict) or status not in WASENDER_STATUSES:
+        return []
+    if not isinstance(timestamp, int | float) or key.get("id") is None:
+        return []
+    try:
+        occurred = datetime.fromtimestamp(timestamp / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        return []
+    provider_id = str(key["id"])[:200]
+    kept = {k: v for k, v in body.items() if k != "sessionId"}
+    kind = WASENDER_STATUSES[status]
+    return [ProviderEvent("wasender", f"{provider_id}:{kind}", None, provider_id, kind, None, occurred, kept)]
 
 
 def settled_status(events: list[tuple[str, datetime, str | None]]) -> tuple[MessageStatus, str | None] | None:

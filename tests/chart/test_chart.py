@@ -232,6 +232,7 @@ def test_by_default_the_workers_deliver_to_the_real_providers_and_no_sandbox_run
         "postgres-password",
         "key-encryption-keys",
         "media-signing-key",
+        "wasender-webhook-secret",
     }  # no fake provider keys
 
 
@@ -371,6 +372,7 @@ def test_generated_secret_is_kept_and_reused() -> None:
         "wasender-api-key",
         "key-encryption-keys",
         "media-signing-key",
+        "wasender-webhook-secret",
     }
     assert not by_kind(render((str(PRODUCTION_VALUES),)), "Secret"), "every secret of production is an existing Secret"
 

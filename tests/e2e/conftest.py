@@ -30,6 +30,7 @@ SITE_SENDGRID_KEYS = ("SG.e2e-site-account-a", "SG.e2e-site-account-b")
 WASENDER_PAT = "e2e-wasender-personal-access-token"  # the account's: creates sessions
 # The key the fake SendGrid signs its Event Webhook with; tests sign their own batches with it too.
 WEBHOOK_KEY = ec.generate_private_key(ec.SECP256R1())
+WASENDER_WEBHOOK_SECRET = "e2e-wasender-webhook-secret"
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +41,7 @@ def sandbox() -> Iterator[str]:
         "SANDBOX_SENDGRID_API_KEY": ",".join((SENDGRID_KEY, *SITE_SENDGRID_KEYS)),
         "SANDBOX_WASENDER_API_KEY": WASENDER_KEY,
         "SANDBOX_WASENDER_PERSONAL_ACCESS_TOKEN": WASENDER_PAT,
+        "SANDBOX_WASENDER_WEBHOOK_SECRET": WASENDER_WEBHOOK_SECRET,
         "SANDBOX_SENDGRID_WEBHOOK_PRIVATE_KEY": WEBHOOK_KEY.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ).decode(),
@@ -98,6 +100,7 @@ class Stack:
                 "WASENDER_API_URL": f"{sandbox_url}/api",
                 "WASENDER_PERSONAL_ACCESS_TOKEN": WASENDER_PAT,
                 "SENDGRID_WEBHOOK_PUBLIC_KEY_BASE64": public_key_b64(WEBHOOK_KEY),
+                "WASENDER_WEBHOOK_SECRET": WASENDER_WEBHOOK_SECRET,
                 **(api_env or {}),
             },
             f"{self.api_url}/healthz",
@@ -181,11 +184,14 @@ class Stack:
     def enable_event_webhook(self) -> None:
         """The fake SendGrid posts its signed events for what it takes to this stack's API (off by default: the
         other tests count SENT)."""
-        httpx.put(f"{self.sandbox_url}/_sandbox/sendgrid/webhook", json={"url": f"{self.api_url}/webhooks/sendgrid"})
+        for provider in ("sendgrid", "wasender"):
+            url = f"{self.api_url}/webhooks/{provider}"
+            httpx.put(f"{self.sandbox_url}/_sandbox/{provider}/webhook", json={"url": url}).raise_for_status()
 
     def close(self) -> None:
         with contextlib.suppress(httpx.HTTPError):  # a test may have stopped the sandbox
-            httpx.put(f"{self.sandbox_url}/_sandbox/sendgrid/webhook", json={"url": None})
+            for provider in ("sendgrid", "wasender"):
+                httpx.put(f"{self.sandbox_url}/_sandbox/{provider}/webhook", json={"url": None})
         self.http.close()
         for proc in reversed(self.processes):
             proc.stop()

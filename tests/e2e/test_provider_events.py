@@ -9,10 +9,11 @@ import time
 from typing import Any
 
 import httpx
+import psycopg
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from functions.sandbox.webhooks import signed_headers
-from tests.e2e.conftest import WEBHOOK_KEY, Stack
+from tests.e2e.conftest import WASENDER_WEBHOOK_SECRET, WEBHOOK_KEY, Stack
 from tests.e2e.test_delivery import emails, faults, send
 
 
@@ -118,3 +119,35 @@ def test_a_hard_bounce_suppresses_the_address_and_the_next_send_is_refused(stack
         headers={"X-Site-Key": site["X-Site-Key"]},
     )
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "recipient_suppressed"
+
+
+def test_whatsapp_statuses_come_back_from_wasenders_webhook(stack: Stack) -> None:
+    stack.enable_event_webhook()
+    stack.worker("whatsapp")
+    site = stack.register()
+    message_id = send(stack, site, {"channel": "whatsapp", "recipient": "+14155550177", "body": "hi"})
+    state = stack.wait_until([message_id], lambda s: s["status"] == "DELIVERED", timeout_s=30)[message_id]
+    provider_id = state["provider_message_id"]
+
+    def update(status: int, at_ms: int, secret: str = WASENDER_WEBHOOK_SECRET) -> httpx.Response:
+        body = {
+            "event": "messages.update",
+            "sessionId": "a-session-key",
+            "data": {"update": {"status": status}, "key": {"remoteJid": "x", "id": int(provider_id), "fromMe": True}},
+            "timestamp": at_ms,
+        }
+        return stack.http.post("/webhooks/wasender", json=body, headers={"X-Webhook-Signature": secret})
+
+    now_ms = int(time.time() * 1000)
+    assert update(4, now_ms + 5000, secret="not-the-secret").status_code == 403
+    assert stack.http.post("/webhooks/wasender", json={"event": "messages.update"}).status_code == 401
+    assert update(4, now_ms + 5000).status_code == 200  # read
+    stack.wait_until([message_id], lambda s: s["status"] == "READ", timeout_s=10)
+    assert update(3, now_ms - 60_000).status_code == 200  # a delivered update from before the read: changes nothing
+    time.sleep(1.5)
+    assert stack.statuses([message_id])[message_id]["status"] == "READ"
+    kinds = [e["event"] for e in timeline(stack, site, message_id)["events"]]
+    assert {"sent", "delivered", "read"} <= set(kinds)
+    with psycopg.connect(stack.pg_dsn) as conn:  # the session's key in the payload is never kept
+        kept = conn.execute("SELECT count(*) FROM provider_events WHERE payload ? 'sessionId'").fetchone()
+    assert kept == (0,)

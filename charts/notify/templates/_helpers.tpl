@@ -112,6 +112,20 @@ https://{{ (first .Values.api.ingress.hosts).host }}
 {{- end -}}
 {{- end }}
 
+{{- /* WASENDER_WEBHOOK_SECRET: what WASender puts in X-Webhook-Signature (set the same in its session settings). */}}
+{{- define "notify.wasenderWebhookEnv" -}}
+- name: WASENDER_WEBHOOK_SECRET
+  valueFrom:
+    secretKeyRef:
+{{- if .Values.api.wasenderWebhook.existingSecret }}
+      name: {{ .Values.api.wasenderWebhook.existingSecret }}
+      key: {{ .Values.api.wasenderWebhook.existingSecretKey }}
+{{- else }}
+      name: {{ include "notify.generatedSecretName" . }}
+      key: wasender-webhook-secret
+{{- end }}
+{{- end }}
+
 {{- /* The API's WASender account (sites' WhatsApp sessions): the URL of the worker that sends through WASender. */}}
 {{- define "notify.wasenderSessionsEnv" -}}
 {{- range $channel, $entry := .Values.workers }}
