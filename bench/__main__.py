@@ -1,4 +1,4 @@
-"""``python -m bench [api|delivery|neighbours|compare|all] [--duration S] [--rev REV] [--pairs N]``: run the
+"""``python -m bench [api|delivery|neighbours|events|compare|all] [--duration S] [--rev REV] [--pairs N]``: run the
 benchmarks and print each figure beside its baseline; the tables are also written to bench/results/latest.md."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from bench.common import Report
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench")
-    parser.add_argument("which", nargs="?", default="all", choices=["api", "delivery", "neighbours", "compare", "all"])
+    parser.add_argument(
+        "which", nargs="?", default="all", choices=["api", "delivery", "neighbours", "events", "compare", "all"]
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load run")
     parser.add_argument("--rev", default="HEAD", help="compare: the git revision to measure the work tree against")
     parser.add_argument("--pairs", type=int, default=2, help="compare: fresh process pairs")
@@ -29,6 +31,10 @@ def main() -> None:
         from bench import neighbours
 
         reports.append(neighbours.run(args.duration))
+    if args.which in ("events", "all"):
+        from bench import events
+
+        reports.append(events.run(args.duration))
     if args.which == "compare":  # not part of `all`: it measures a change, not the code
         from bench import compare
 

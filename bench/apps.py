@@ -37,6 +37,12 @@ async def hello(_request: Request) -> Response:
     return JSONResponse({"status": "PENDING"}, status_code=202)
 
 
+async def sink(request: Request) -> Response:
+    """The baseline of webhook ingestion: the same request read whole and acknowledged, nothing else."""
+    await request.body()
+    return Response(status_code=204)
+
+
 def pg_app() -> Starlette:
     site_id = uuid.UUID(os.environ["BENCH_SITE_ID"])
     state: dict[str, Any] = {}
@@ -91,6 +97,8 @@ def build(kind: str) -> Any:
         return Starlette(routes=[Route("/api/v1/notifications/send", hello, methods=["POST"])])
     if kind == "pg":
         return pg_app()
+    if kind == "sink":
+        return Starlette(routes=[Route("/webhooks/sendgrid", sink, methods=["POST"])])
     if kind == "api-no-auth":  # harness only, never the product
         return api_module.create_app(ApiSettings.from_env(), make_authenticator=lambda _pool, _settings: BypassedAuth())
     return api_module.create_app(ApiSettings.from_env())
