@@ -131,6 +131,7 @@ CREATE TABLE public.frappe_sites (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     managed_by text,
     senders jsonb DEFAULT '{}'::jsonb NOT NULL,
+    suppression_override boolean DEFAULT false NOT NULL,
     CONSTRAINT frappe_sites_managed_by_check CHECK (((managed_by IS NULL) OR ((length(managed_by) >= 1) AND (length(managed_by) <= 512)))),
     CONSTRAINT frappe_sites_rate_limit_per_minute_check CHECK (((rate_limit_per_minute IS NULL) OR (rate_limit_per_minute > 0)))
 );

@@ -58,3 +58,21 @@ def test_sites_list_and_remove_their_own_and_the_admin_sees_all(client: httpx.Cl
         "/api/v1/notifications/send", json={**EMAIL, "recipient": "gone@example.com"}, headers=key_headers(site)
     )
     assert again.status_code == 202  # removed: sent to again
+
+
+def test_a_transactional_send_passes_the_list_only_where_the_admin_allows(client: httpx.Client, pg_dsn: str) -> None:
+    site = register(client)
+    suppress(pg_dsn, site, "email", EMAIL["recipient"])
+    transactional = {**EMAIL, "transactional": True}
+    refused = client.post("/api/v1/notifications/send", json=transactional, headers=key_headers(site))
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "override_not_allowed"
+    patched = client.patch(
+        f"/api/v1/admin/sites/{site['site_name']}", json={"suppression_override": True}, headers=ADMIN_HEADERS
+    )
+    assert patched.status_code == 200 and patched.json()["suppression_override"] is True
+    allowed = client.post("/api/v1/notifications/send", json=transactional, headers=key_headers(site))
+    assert allowed.status_code == 202, allowed.text
+    plain = client.post("/api/v1/notifications/send", json=EMAIL, headers=key_headers(site))
+    assert plain.status_code == 422  # a send not marked transactional is still refused
+    wrong = client.post("/api/v1/notifications/send", json={**EMAIL, "transactional": "yes"}, headers=key_headers(site))
+    assert [(d["field"], d["code"]) for d in wrong.json()["error"]["details"]] == [("transactional", "wrong_type")]

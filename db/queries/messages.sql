@@ -11,10 +11,11 @@ WITH rows AS (
     SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS t(
         message_id uuid, site_id uuid, channel channel, recipient text, subject text, body text, html text,
         metadata jsonb, idempotency_key text, idempotency_fingerprint text, send_at timestamptz,
-        status message_status, sender jsonb, attachments jsonb, media jsonb)
+        status message_status, sender jsonb, attachments jsonb, media jsonb, transactional boolean)
 ), suppressed AS (  -- a recipient on the site's suppression list for the channel: refused, not stored
     SELECT r.message_id FROM rows r
     JOIN suppressions s ON s.site_id = r.site_id AND s.channel = r.channel AND s.recipient = r.recipient
+    WHERE r.transactional IS NOT TRUE  -- a site the admin allows sends its transactional messages anyway
 ), inserted AS (
     INSERT INTO message_logs
         (id, site_id, channel, recipient, subject, body, html, metadata, idempotency_key,

@@ -14,7 +14,14 @@ from lib.services.sites import MAX_RATE
 ERROR_CODES = {
     400: ["invalid_json", "invalid_content_length", "bad_request"],
     401: ["missing_api_key", "invalid_api_key", "admin_token_required", "invalid_admin_token", "webhook_unsigned"],
-    403: ["site_suspended", "channel_disabled", "forbidden", "webhook_signature_invalid", "webhook_not_configured"],
+    403: [
+        "site_suspended",
+        "channel_disabled",
+        "forbidden",
+        "webhook_signature_invalid",
+        "webhook_not_configured",
+        "override_not_allowed",
+    ],
     404: ["not_found"],
     405: ["method_not_allowed"],
     408: ["request_timeout"],
@@ -116,6 +123,11 @@ SCHEMAS: dict[str, Any] = {
                 "description": "email only: files, inline in base64 or uploaded before and named by id; at most"
                 " API_ATTACHMENTS_MAX_BYTES decoded together (413 too_large)",
             },
+            "transactional": {
+                "type": "boolean",
+                "description": "send even to a suppressed address (a site the admin allows: suppression_override;"
+                " 403 override_not_allowed otherwise)",
+            },
             "media": {
                 "type": "object",
                 "additionalProperties": False,
@@ -204,6 +216,10 @@ SCHEMAS: dict[str, Any] = {
             "managed_by": {
                 "type": ["string", "null"],
                 "description": "who manages the site besides the admin API, e.g. the FrappeSite that registered it",
+            },
+            "suppression_override": {
+                "type": "boolean",
+                "description": "its sends marked transactional go past its suppression list",
             },
         },
     },
@@ -444,6 +460,10 @@ PATHS: dict[str, Any] = {
                                     "type": ["integer", "null"],
                                     "minimum": 1,
                                     "maximum": MAX_RATE,
+                                },
+                                "suppression_override": {
+                                    "type": "boolean",
+                                    "description": "let the site's transactional sends past its suppression list",
                                 },
                                 "managed_by": {
                                     "type": ["string", "null"],

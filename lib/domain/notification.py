@@ -87,6 +87,7 @@ class NotificationRequest:
     content: Content
     idempotency_key: str | None = None
     send_at: datetime | None = None  # UTC; a time not in the future sends at once
+    transactional: bool = False  # past the suppression list, where the site is allowed to
 
     def is_scheduled(self, now: datetime) -> bool:
         return self.send_at is not None and self.send_at > now
@@ -106,8 +107,21 @@ class NotificationRequest:
         sender = [c.sender.to_json()] if c.sender is not None else []
         files = [[a.identity() for a in c.attachments]] if c.attachments else []
         media = [c.media.to_json()] if c.media is not None else []
+        transactional = ["transactional"] if self.transactional else []
         canonical = json.dumps(
-            [self.channel, c.recipient, c.subject, c.body, c.html, c.metadata, *when, *sender, *files, *media],
+            [
+                self.channel,
+                c.recipient,
+                c.subject,
+                c.body,
+                c.html,
+                c.metadata,
+                *when,
+                *sender,
+                *files,
+                *media,
+                *transactional,
+            ],
             sort_keys=True,
             separators=(",", ":"),
         )

@@ -42,6 +42,7 @@ _ALLOWED_FIELDS = {
     "from",
     "attachments",
     "media",
+    "transactional",
 }
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 # A header line (the subject) takes no line breaks of any kind: C0/C1 controls (CR, LF, VT, FF, NEL ...) and the
@@ -271,6 +272,9 @@ def parse_notification(
     sender = parse_sender(raw_from, "from", problems) if raw_from is not None else None
     raw_files = _channel_field(data, "attachments", rules, lambda r: r.attachments_allowed, problems)
     attachments = parse_attachments(raw_files, problems) if raw_files is not None else ()
+    transactional = data.get("transactional", False)
+    if not isinstance(transactional, bool):
+        problems.add("transactional", "wrong_type", "transactional must be true or false")
     raw_media = _channel_field(data, "media", rules, lambda r: r.media_allowed, problems)
     media = parse_media(raw_media, problems) if raw_media is not None else None
     if problems.items:
@@ -279,4 +283,4 @@ def parse_notification(
         raise attachments_too_large(size, attachment_limit)
     assert recipient is not None and body is not None and isinstance(channel, str)
     content = Content(recipient, body, subject, html, metadata, sender, attachments, media)
-    return NotificationRequest(Channel(channel), content, idempotency_key or item_key, send_at)
+    return NotificationRequest(Channel(channel), content, idempotency_key or item_key, send_at, transactional is True)

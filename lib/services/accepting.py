@@ -118,11 +118,13 @@ def _row_json(item: Prepared) -> str:
     """The insert's row: the record's JSON object, with the row's own fields spliced in when there are any (the
     idempotency pair; send_at, and the status SCHEDULED when it is in the future)."""
     req = item.req
-    extra: dict[str, str] = {}
+    extra: dict[str, Any] = {}
     if req.idempotency_key is not None:
         extra.update(idempotency_key=req.idempotency_key, idempotency_fingerprint=req.fingerprint())
     if req.send_at is not None:
         extra.update(send_at=req.send_at.isoformat(), status=item.status)
+    if req.transactional:  # prepare let it through: the site may pass its suppression list
+        extra["transactional"] = True
     if not extra:
         return item.record_json
     return f"{item.record_json[:-1]},{json.dumps(extra)[1:]}"
@@ -273,6 +275,12 @@ class Acceptor:
         the record would be larger than Kafka takes, or 422 if its send_at is beyond the horizon or its ``from`` is
         not one of the site's senders. Nothing is stored yet. An email goes out as the site's sender."""
         check_channel(site, req.channel)
+        if req.transactional and not site.suppression_override:
+            raise Forbidden(
+                "transactional sends past the suppression list are not enabled for this site (an admin sets"
+                " suppression_override)",
+                code="override_not_allowed",
+            )
         now = datetime.now(UTC)
         if req.send_at is not None and req.send_at - now > self.schedule_horizon:
             raise _too_far(self.schedule_horizon)

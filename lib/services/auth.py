@@ -211,6 +211,7 @@ class Authenticator:
                     tuple(row["enabled_channels"]),
                     row["rate_limit_per_minute"],
                     SenderPolicy.from_json(row["senders"]),
+                    row["suppression_override"],
                 )
         now = self._clock()
         if identity is None:

@@ -16,3 +16,4 @@ class SiteIdentity:
     enabled_channels: tuple[str, ...]
     rate_limit_per_minute: int | None
     senders: SenderPolicy = field(default_factory=SenderPolicy)
+    suppression_override: bool = False  # the admin lets its transactional sends past its suppression list

@@ -56,6 +56,7 @@ def public_site(row: dict[str, Any]) -> dict[str, Any]:
         "created_at": row["created_at"].isoformat(),
         "updated_at": row["updated_at"].isoformat(),
         "managed_by": row["managed_by"],
+        "suppression_override": row["suppression_override"],
     }
 
 
@@ -119,7 +120,14 @@ def parse_site_changes(data: Any) -> dict[str, Any]:
     """Validate an admin PATCH body: status, site_url, enabled_channels, rate_limit_per_minute, managed_by."""
     if not isinstance(data, dict):
         raise _problem("", "wrong_type", "expected an object")
-    unknown = set(data) - {"status", "site_url", "enabled_channels", "rate_limit_per_minute", "managed_by"}
+    unknown = set(data) - {
+        "status",
+        "site_url",
+        "enabled_channels",
+        "rate_limit_per_minute",
+        "managed_by",
+        "suppression_override",
+    }
     if unknown:
         raise _problem(sorted(unknown)[0], "unknown_field", f"unknown field {sorted(unknown)[0]!r}")
     status = data.get("status")
@@ -135,7 +143,11 @@ def parse_site_changes(data: Any) -> dict[str, Any]:
         raise _problem(
             "rate_limit_per_minute", "invalid", f"rate_limit_per_minute must be an integer from 1 to {MAX_RATE} or null"
         )
+    override = data.get("suppression_override")
+    if override is not None and not isinstance(override, bool):
+        raise _problem("suppression_override", "wrong_type", "suppression_override must be true or false")
     return {
+        "suppression_override": override,
         "status": status,
         "site_url": check_site_url(data.get("site_url")),
         "enabled_channels": sorted(set(channels)) if channels is not None else None,
