@@ -115,7 +115,7 @@ def test_cancel_before_the_time_and_it_is_never_published(
 ) -> None:
     site, other = register(scheduled_api), register(scheduled_api)
     message_id = scheduled_api.post(
-        "/api/v1/notifications/send", json={**EMAIL, "send_at": at(2)}, headers=key_headers(site)
+        "/api/v1/notifications/send", json={**EMAIL, "send_at": at(4)}, headers=key_headers(site)
     ).json()["message_id"]
     url = f"/api/v1/notifications/{message_id}/cancel"
     assert scheduled_api.post(url, headers=key_headers(other)).status_code == 404  # another site's
@@ -124,7 +124,7 @@ def test_cancel_before_the_time_and_it_is_never_published(
     again = scheduled_api.post(url, headers=key_headers(site))
     assert again.status_code == 409 and again.json()["error"]["code"] == "not_cancellable"
     assert again.json()["error"]["details"][0]["code"] == "CANCELLED"
-    time.sleep(3)  # past its send_at, with the scheduler running every 0.2 s
+    time.sleep(5)  # past its send_at, with the scheduler running every 0.2 s
     assert row(pg_dsn, message_id)["status"] == "CANCELLED"
     assert read_records(kafka_settings, "email", {message_id}, timeout_s=1) == {}
     with psycopg.connect(pg_dsn, autocommit=True) as conn:  # a sent message cannot be cancelled
