@@ -119,6 +119,15 @@ class Bench:
             ]
         )
 
+    def send_target(self, body: bytes) -> Target:
+        """One /send request of this bench's site, for the load generator."""
+        return Target(
+            "POST",
+            f"{self.api_url}/api/v1/notifications/send",
+            body,
+            {"Content-Type": "application/json", "X-Site-Key": self.key},
+        )
+
     def post_bulk(self, items: list[dict[str, Any]]) -> list[str]:
         """Every item through /bulk, 1000 a request; their message ids."""
         ids: list[str] = []
@@ -196,13 +205,7 @@ def _attachment_rate(bench: Bench, payload: bytes, seconds: float) -> tuple[floa
             ],
         }
     ).encode()
-    target = Target(
-        "POST",
-        f"{bench.api_url}/api/v1/notifications/send",
-        body,
-        {"Content-Type": "application/json", "X-Site-Key": bench.key},
-    )
-    result = attack([target], duration_s=seconds, workers=4, timeout_s=60)
+    result = attack([bench.send_target(body)], duration_s=seconds, workers=4, timeout_s=60)
     return result.throughput * len(payload) / 1e6, result.non_2xx
 
 
@@ -267,14 +270,8 @@ def run(duration_s: float) -> Report:
             body = json.dumps(
                 {"channel": "email", "recipient": "e2e@example.com", "subject": "s", "body": BODY}
             ).encode()
-            target = Target(
-                "POST",
-                f"{bench.api_url}/api/v1/notifications/send",
-                body,
-                {"Content-Type": "application/json", "X-Site-Key": bench.key},
-            )
             started = time.time()
-            accepted = attack([target], duration_s=duration_s, rate=rate, workers=16)
+            accepted = attack([bench.send_target(body)], duration_s=duration_s, rate=rate, workers=16)
             with psycopg.connect(bench.dsn) as conn:
                 ids = [
                     r[0] for r in conn.execute("SELECT id::text FROM message_logs WHERE recipient = 'e2e@example.com'")

@@ -15,6 +15,7 @@ import base64
 import json
 import secrets
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -75,15 +76,21 @@ def events_for(body: dict[str, Any], message_id: str, bounced: bool) -> list[dic
     return events
 
 
-class EventWebhook:
-    def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
-        self._key = key
+class WebhookSender:
+    """Where a fake provider posts its webhook (``GET|PUT /_sandbox/{provider}/webhook {"url"}``, this machine only;
+    nothing is posted before), what each post was answered, and the posts in flight, off the send's own answer."""
+
+    def __init__(self, provider: str) -> None:
+        self._provider = provider
         self.url: str | None = None
-        self.posted: list[dict[str, Any]] = []  # each batch's answer, for tests
+        self.posted: list[dict[str, Any]] = []  # each post's answer, for tests
         self._tasks: set[asyncio.Task[None]] = set()
 
     def routes(self) -> list[Route]:
-        return [Route("/_sandbox/sendgrid/webhook", self.settings, methods=["GET", "PUT"])]
+        return [Route(f"/_sandbox/{self._provider}/webhook", self.settings, methods=["GET", "PUT"])]
+
+    def shown(self) -> dict[str, Any]:
+        return {"url": self.url, "posted": self.posted}
 
     async def settings(self, request: Request) -> Response:
         if request.method == "PUT":
@@ -92,15 +99,28 @@ class EventWebhook:
             if url is not None and (not isinstance(url, str) or urlsplit(url).hostname not in POSTABLE_HOSTS):
                 return JSONResponse({"error": "url must be on this machine (the sandbox reaches nothing else)"}, 422)
             self.url = url
-        return JSONResponse({"url": self.url, "public_key": public_key_b64(self._key), "posted": self.posted})
+        return JSONResponse(self.shown())
 
-    def message_taken(self, body: dict[str, Any], message_id: str, bounced: bool) -> None:
-        """Post its events soon, as SendGrid does, off the send's own answer."""
+    def _spawn(self, post: Callable[[str], Coroutine[Any, Any, None]]) -> None:
         if self.url is None:
             return
-        task = asyncio.get_running_loop().create_task(self._post(self.url, events_for(body, message_id, bounced)))
+        task = asyncio.get_running_loop().create_task(post(self.url))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+class EventWebhook(WebhookSender):
+    def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
+        super().__init__("sendgrid")
+        self._key = key
+
+    def shown(self) -> dict[str, Any]:
+        return {**super().shown(), "public_key": public_key_b64(self._key)}
+
+    def message_taken(self, body: dict[str, Any], message_id: str, bounced: bool) -> None:
+        """Post its events soon, as SendGrid does."""
+        events = events_for(body, message_id, bounced)
+        self._spawn(lambda url: self._post(url, events))
 
     async def _post(self, url: str, events: list[dict[str, Any]]) -> None:
         await asyncio.sleep(0.05)
@@ -113,35 +133,16 @@ class EventWebhook:
             self.posted.append({"events": len(events), "status": None, "error": repr(exc)})
 
 
-class StatusWebhook:
+class StatusWebhook(WebhookSender):
     """The fake WASender's webhook: for each message it takes, ``messages.update`` with status 2 (sent), then 3
-    (delivered), each with ``X-Webhook-Signature`` set to the webhook secret, as WASender sends it.
-    ``PUT /_sandbox/wasender/webhook {"url"}`` says where (nothing is posted before)."""
+    (delivered), each with ``X-Webhook-Signature`` set to the webhook secret, as WASender sends it."""
 
     def __init__(self, secret: str) -> None:
+        super().__init__("wasender")
         self._secret = secret
-        self.url: str | None = None
-        self.posted: list[dict[str, Any]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def routes(self) -> list[Route]:
-        return [Route("/_sandbox/wasender/webhook", self.settings, methods=["GET", "PUT"])]
-
-    async def settings(self, request: Request) -> Response:
-        if request.method == "PUT":
-            data = await request.json()
-            url = data.get("url") if isinstance(data, dict) else None
-            if url is not None and (not isinstance(url, str) or urlsplit(url).hostname not in POSTABLE_HOSTS):
-                return JSONResponse({"error": "url must be on this machine (the sandbox reaches nothing else)"}, 422)
-            self.url = url
-        return JSONResponse({"url": self.url, "posted": self.posted})
 
     def message_taken(self, msg_id: int, to: str, api_key: str) -> None:
-        if self.url is None:
-            return
-        task = asyncio.get_running_loop().create_task(self._post(self.url, msg_id, to, api_key))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(lambda url: self._post(url, msg_id, to, api_key))
 
     async def _post(self, url: str, msg_id: int, to: str, api_key: str) -> None:
         await asyncio.sleep(0.05)
